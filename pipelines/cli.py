@@ -1,0 +1,64 @@
+"""``python -m pipelines``: one command line for every stage (probe, train, fit, render, evaluate, convert).
+
+Each command lives beside its stage as ``add_<name>_command(subparsers)``; this module only collects
+them, configures logging and runs the chosen one. Engine modules never parse arguments themselves.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+__all__ = ["main"]
+
+logger = logging.getLogger("pipelines")
+
+# command name → "module:function" that adds the sub-parser (and sets ``func``). Imported lazily so
+# `probe` doesn't pay for torch; a stage whose optional dependencies are missing drops out with a log line.
+_COMMANDS: dict[str, str] = {
+    "probe": "pipelines.media_cli:add_probe_command",
+    "train": "pipelines.train.cli:add_train_command",
+}
+
+
+def _build_parser(command: str | None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m pipelines", description="LandmarkTalk engine command line")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers.required = True
+    for name, target in _COMMANDS.items():
+        # Only the chosen command's module is imported; the others get a placeholder entry for --help.
+        if command is not None and name != command:
+            subparsers.add_parser(name, add_help=False)
+            continue
+        module_name, function_name = target.split(":")
+        try:
+            getattr(importlib.import_module(module_name), function_name)(subparsers)
+        except ImportError:
+            logger.debug("command %s unavailable", name, exc_info=True)
+            if command == name:
+                raise
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = _build_parser(command if command in _COMMANDS else None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError, FileExistsError) as exc:
+        # Engine errors already name the input and the fix; a traceback adds nothing for a user.
+        logger.error("%s", exc)
+        logger.debug("traceback", exc_info=True)
+        return 2
+    except KeyboardInterrupt:
+        logger.error("interrupted")
+        return 130
