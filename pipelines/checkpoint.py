@@ -127,6 +127,8 @@ def read_checkpoint_metadata(path: str | os.PathLike) -> dict[str, str]:
 def load_checkpoint(path: str | os.PathLike, kind: str, *, device: str | torch.device = "cpu") -> Any:
     """Rebuild the ``kind`` model stored in ``path`` and load its weights strictly; returns it in eval mode."""
     path = Path(path)
+    if kind not in MODEL_KINDS:
+        raise LandmarkTalkError(f"unknown model kind {kind!r}; known kinds: {', '.join(sorted(MODEL_KINDS))}")
     meta = read_checkpoint_metadata(path)
     found = meta["landmarktalk.kind"]
     if found != kind:
