@@ -29,18 +29,19 @@ logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = "1"
 
-# kind → "module:Class". The class has a ``config_class`` attribute (a frozen dataclass) and an
-# ``__init__(config)``. Imported lazily so a kind's heavy dependencies load only when it is used.
+# kind → "module:Class"; a leading dot means relative to this package (ComfyUI imports the pack under its
+# folder path, so absolute `pipelines.…` names don't resolve there). The class has a ``config_class`` attribute
+# (a frozen dataclass) and an ``__init__(config)``. Imported lazily so a kind's dependencies load on use.
 MODEL_KINDS: dict[str, str] = {
-    "a2l": "pipelines.models.a2l:A2L",
-    "smoother": "pipelines.audio.smoothing:TemporalSmoother",
-    "l2v": "pipelines.models.l2v:L2VDenoiser",
-    "face_autoencoder": "pipelines.models.face_autoencoder:FaceAutoencoder",
-    "wav2lip": "pipelines.models.wav2lip:Wav2Lip",
-    "syncnet": "pipelines.models.wav2lip:SyncNet",
-    "sovqae": "pipelines.models.sovqae:SOVQAE",
-    "dae": "pipelines.models.dae:DiffusionAutoencoder",
-    "speech2latent": "pipelines.models.dae:SpeechToLatent",
+    "a2l": ".models.a2l:A2L",
+    "smoother": ".audio.smoothing:TemporalSmoother",
+    "l2v": ".models.l2v:L2VDenoiser",
+    "face_autoencoder": ".models.face_autoencoder:FaceAutoencoder",
+    "wav2lip": ".models.wav2lip:Wav2Lip",
+    "syncnet": ".models.wav2lip:SyncNet",
+    "sovqae": ".models.sovqae:SOVQAE",
+    "dae": ".models.dae:DiffusionAutoencoder",
+    "speech2latent": ".models.dae:SpeechToLatent",
 }
 
 
@@ -48,14 +49,19 @@ def _model_class(kind: str) -> type[torch.nn.Module]:
     if kind not in MODEL_KINDS:
         raise LandmarkTalkError(f"unknown model kind {kind!r}; known kinds: {', '.join(sorted(MODEL_KINDS))}")
     module_name, class_name = MODEL_KINDS[kind].split(":")
-    return getattr(importlib.import_module(module_name), class_name)
+    module = importlib.import_module(module_name, __package__ if module_name.startswith(".") else None)
+    return getattr(module, class_name)
 
 
 def _kind_of(model: torch.nn.Module) -> str:
     for kind, target in MODEL_KINDS.items():
-        module_name, class_name = target.split(":")
-        if type(model).__module__ == module_name and type(model).__name__ == class_name:
-            return kind
+        if target.rsplit(":", 1)[1] != type(model).__name__:
+            continue
+        try:
+            if _model_class(kind) is type(model):
+                return kind
+        except ImportError:
+            continue
     raise LandmarkTalkError(f"{type(model).__name__} is not a registered model kind; add it to MODEL_KINDS")
 
 

@@ -17,8 +17,8 @@ logger = logging.getLogger("pipelines")
 # command name → "module:function" that adds the sub-parser (and sets ``func``). Imported lazily so
 # `probe` doesn't pay for torch; a stage whose optional dependencies are missing drops out with a log line.
 _COMMANDS: dict[str, str] = {
-    "probe": "pipelines.media_cli:add_probe_command",
-    "train": "pipelines.train.cli:add_train_command",
+    "probe": ".media_cli:add_probe_command",
+    "train": ".train.cli:add_train_command",
 }
 
 
@@ -34,7 +34,7 @@ def _build_parser(command: str | None) -> argparse.ArgumentParser:
             continue
         module_name, function_name = target.split(":")
         try:
-            getattr(importlib.import_module(module_name), function_name)(subparsers)
+            getattr(importlib.import_module(module_name, __package__), function_name)(subparsers)
         except ImportError:
             logger.debug("command %s unavailable", name, exc_info=True)
             if command == name:

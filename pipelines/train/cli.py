@@ -17,14 +17,14 @@ logger = logging.getLogger(__name__)
 
 # kind → task module. A kind whose module is missing (optional dependencies) is left out of the CLI.
 TASK_MODULES: dict[str, str] = {
-    "a2l": "pipelines.train.a2l_task",
-    "l2v": "pipelines.train.l2v_task",
-    "face_autoencoder": "pipelines.train.face_autoencoder_task",
-    "wav2lip": "pipelines.train.wav2lip_task",
-    "syncnet": "pipelines.train.syncnet_task",
-    "sovqae": "pipelines.train.sovqae_task",
-    "dae": "pipelines.train.dae_task",
-    "speech2latent": "pipelines.train.speech2latent_task",
+    "a2l": ".a2l_task",
+    "l2v": ".l2v_task",
+    "face_autoencoder": ".face_autoencoder_task",
+    "wav2lip": ".wav2lip_task",
+    "syncnet": ".syncnet_task",
+    "sovqae": ".sovqae_task",
+    "dae": ".dae_task",
+    "speech2latent": ".speech2latent_task",
 }
 
 
@@ -74,7 +74,7 @@ def _tqdm_progress(desc: str):
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    module = importlib.import_module(TASK_MODULES[args.kind])
+    module = importlib.import_module(TASK_MODULES[args.kind], __package__)
     model, task, metadata = module.build_training(args)
     result = train_model(
         model, task, train_config_from_args(args), args.out, metadata=metadata, progress=_tqdm_progress(args.kind)
@@ -93,9 +93,9 @@ def add_train_command(subparsers) -> None:
     kinds.required = True
     for kind, module_name in TASK_MODULES.items():
         try:
-            module = importlib.import_module(module_name)
+            module = importlib.import_module(module_name, __package__)
         except ImportError as exc:
-            if exc.name != module_name:
+            if not (exc.name or "").endswith(module_name.lstrip(".")):
                 logger.debug("train %s unavailable", kind, exc_info=True)
             continue
         sub = kinds.add_parser(kind, help=(module.__doc__ or kind).strip().splitlines()[0])
