@@ -12,7 +12,9 @@ logger = logging.getLogger(__name__)
 
 def _format_info(info) -> str:
     lines = [f"{info.path}"]
-    if info.has_video:
+    if info.has_video and info.fps is None:
+        lines.append(f"  image: {info.width}x{info.height} {info.video_codec}, {info.frame_count} frame, rotation {info.rotation}")
+    elif info.has_video:
         vfr = f" (variable frame rate, average {info.average_fps:.3f}; read at constant {info.fps:g})" if info.variable_frame_rate else ""
         lines.append(
             f"  video: {info.width}x{info.height} {info.video_codec}, {info.fps:g} fps{vfr}, "
