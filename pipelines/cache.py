@@ -57,7 +57,8 @@ class ClipCache:
             return FaceTrack(
                 landmarks=z["landmarks"], confidence=z["confidence"], transforms=z["transforms"],
                 crop_size=int(z["crop_size"]), frame_size=(int(z["frame_size"][0]), int(z["frame_size"][1])),
-                fps=float(z["fps"]), filled=z["filled"],
+                fps=float(z["fps"]), filled=z["filled"], face_index=int(z["face_index"]),
+                face_count=int(z["face_count"]),
             )
 
     def audio(self) -> Audio:
@@ -118,6 +119,7 @@ def write_clip_cache(
         np.savez(
             tmp / "track.npz", landmarks=track.landmarks, confidence=track.confidence, transforms=track.transforms,
             crop_size=track.crop_size, frame_size=np.asarray(track.frame_size), fps=track.fps, filled=track.filled,
+            face_index=track.face_index, face_count=track.face_count,
         )
         np.save(tmp / "audio.npy", samples.astype(np.float32))
         meta = {"format": CACHE_FORMAT, "source": source, "fps": fps, "crop_size": int(crops.shape[1]),
@@ -140,7 +142,7 @@ def prepare_clip_cache(
     progress: Callable[[int, int], None] | None = None,
 ) -> ClipCache:
     """Track and align a talking clip once; reuse the cache when it already matches."""
-    from .face import align_faces, track_face
+    from .face import align_faces, crop_landmarks, track_face
     from .media import probe_media, read_audio, read_video
 
     clip = Path(clip)
@@ -155,17 +157,11 @@ def prepare_clip_cache(
     frames, fps = read_video(clip)
     track = track_face(frames, fps=fps, crop_size=crop_size, source=str(clip), progress=progress)
     crops = align_faces(frames, track)
-    crop_landmarks = _to_crop_space(track.landmarks, track.transforms)
+    crop_points = crop_landmarks(track).points
     audio = read_audio(clip, sample_rate=AUDIO_RATE, mono=True)
     logger.info("cached %s: %d frames at %g fps, %d px crops", clip.name, len(crops), fps, crop_size)
-    return write_clip_cache(root, crops=crops, landmarks=crop_landmarks, track=track, audio=audio, fps=fps,
+    return write_clip_cache(root, crops=crops, landmarks=crop_points, track=track, audio=audio, fps=fps,
                             source=str(clip.resolve()), overwrite=True)
-
-
-def _to_crop_space(points: np.ndarray, transforms: np.ndarray) -> np.ndarray:
-    # x' = A @ [x, y, 1] per frame
-    homogeneous = np.concatenate([points, np.ones_like(points[..., :1])], axis=-1)
-    return np.einsum("tij,tkj->tki", transforms, homogeneous).astype(np.float32)
 
 
 def default_cache_dir() -> Path:

@@ -79,6 +79,8 @@ class FaceTrack:
     - ``frame_size``: (height, width) of the source frames in pixels.
     - ``fps``: frames per second of the source.
     - ``filled``: [T] bool, frames whose face was interpolated rather than detected.
+    - ``face_index``: which face was followed, counting faces left to right from 0.
+    - ``face_count``: the most faces seen in one frame.
     """
 
     landmarks: np.ndarray
@@ -88,6 +90,8 @@ class FaceTrack:
     frame_size: tuple[int, int]
     fps: float
     filled: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    face_index: int = 0
+    face_count: int = 1
 
     def __len__(self) -> int:
         return int(self.landmarks.shape[0])
