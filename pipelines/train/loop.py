@@ -261,7 +261,7 @@ def train_model(
         if ema is not None:
             ema.step(unwrapped.parameters())
 
-        logs = {"loss": float(loss), **{k: float(v) for k, v in parts.items()}}
+        logs = {"loss": float(loss.detach()), **{k: float(v.detach() if torch.is_tensor(v) else v) for k, v in parts.items()}}
         for k, v in logs.items():
             running[k] = running.get(k, 0.0) + v
         done = step + 1

@@ -1,0 +1,1 @@
+"""Models: one file per model, each an nn.Module built from a frozen config dataclass."""
