@@ -42,6 +42,9 @@ MODEL_KINDS: dict[str, str] = {
     "sovqae": ".models.sovqae:SOVQAE",
     "dae": ".models.dae:DiffusionAutoencoder",
     "speech2latent": ".models.dae:SpeechToLatent",
+    "lpips": ".evaluation.lpips:LPIPS",
+    "fid_inception": ".evaluation.fid:FIDInception",
+    "syncnet_v2": ".evaluation.syncnet:SyncNetV2",
 }
 
 

@@ -19,6 +19,9 @@ logger = logging.getLogger("pipelines")
 _COMMANDS: dict[str, str] = {
     "probe": ".media_cli:add_probe_command",
     "train": ".train.cli:add_train_command",
+    "fit": ".render_cli:add_fit_command",
+    "render": ".render_cli:add_render_command",
+    "evaluate": ".evaluate_cli:add_evaluate_command",
 }
 
 
