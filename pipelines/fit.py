@@ -1,0 +1,150 @@
+"""Person-specific fit: one clip of a person → the models a render needs, in one folder.
+
+``fit`` prepares the clip cache once, then trains what is missing through the same task modules and loop
+as ``python -m pipelines train``: the face autoencoder (unless a codec is given), A2L, and L2V in that
+autoencoder's latent space. A model file already in the folder is kept (delete it to retrain); a run
+cut short resumes from its train-state file. With ``holdout`` > 0 the tail of the clip is never trained
+on, so ``evaluate_holdout`` can render it from its own audio and compare with the truth.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .cache import load_clip_caches
+from .errors import LandmarkTalkError
+from .render import MODEL_FILES, SPEAKER_FILE
+
+__all__ = ["FitPreset", "FIT_PRESETS", "fit_person", "read_fit_record"]
+
+logger = logging.getLogger(__name__)
+
+FIT_RECORD = "fit.json"
+
+
+@dataclass(frozen=True)
+class FitPreset:
+    """Crop size and per-model (preset, steps, batch size) for one fit."""
+
+    crop_size: int
+    face_autoencoder: tuple[str, int, int]
+    a2l: tuple[str, int, int]
+    l2v: tuple[str, int, int]
+
+
+FIT_PRESETS: dict[str, FitPreset] = {
+    # CPU minutes per model on one clip; quality is modest but every stage is real.
+    "tiny": FitPreset(crop_size=128, face_autoencoder=("cpu128", 1500, 8), a2l=("tiny", 1500, 8),
+                      l2v=("tiny", 3000, 8)),
+    # Paper-like sizes (64² latents at 256² crops); meant for a GPU.
+    "base": FitPreset(crop_size=256, face_autoencoder=("256", 20000, 16), a2l=("small", 8000, 16),
+                      l2v=("base", 60000, 16)),
+}
+
+
+@dataclass
+class FitRecord:
+    clip: str
+    preset: str
+    holdout: float
+    codec: str
+    files: dict[str, str] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def read_fit_record(models_dir: str | os.PathLike) -> dict | None:
+    path = Path(models_dir) / FIT_RECORD
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _train(kind: str, argv: list[str], progress: Callable[[str, int, int], None] | None) -> float:
+    """Run one model's training exactly as `python -m pipelines train KIND ARGV` would."""
+    from .train.cli import TASK_MODULES, add_train_options, train_config_from_args
+    from .train.loop import train_model
+
+    module = importlib.import_module(TASK_MODULES[kind], f"{__package__}.train")
+    parser = argparse.ArgumentParser(prog=f"fit/{kind}")
+    parser.add_argument("--out", required=True)
+    module.add_task_arguments(parser)
+    add_train_options(parser, getattr(module, "DEFAULT_TRAIN_CONFIG", None))
+    args = parser.parse_args(argv)
+    model, task, metadata = module.build_training(args)
+    started = time.perf_counter()
+    train_model(
+        model, task, train_config_from_args(args), args.out, metadata=metadata,
+        progress=(lambda step, total, logs: progress(kind, step, total)) if progress else None,
+    )
+    return time.perf_counter() - started
+
+
+def fit_person(
+    clip: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    preset: str = "tiny",
+    holdout: float = 0.0,
+    codec: str | os.PathLike | None = None,
+    steps: int | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    seed: int = 0,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> dict:
+    """Train the face autoencoder (unless ``codec``), A2L and L2V on ``clip``; returns the fit record.
+
+    ``steps`` overrides every model's step count (for quick plumbing runs). ``progress(model, step, total)``.
+    """
+    if preset not in FIT_PRESETS:
+        raise LandmarkTalkError(f"--preset {preset!r}: choose one of {', '.join(FIT_PRESETS)}")
+    if not 0.0 <= holdout < 0.9:
+        raise LandmarkTalkError(f"--holdout {holdout}: give a fraction in [0, 0.9), e.g. 0.2")
+    plan = FIT_PRESETS[preset]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    [cache] = load_clip_caches(clip, crop_size=plan.crop_size, cache_dir=cache_dir)
+    record = FitRecord(clip=str(Path(clip).resolve()), preset=preset, holdout=holdout,
+                       codec=str(Path(codec).resolve()) if codec else MODEL_FILES["codec"])
+    common = ["--data", str(cache.root), "--holdout", str(holdout), "--seed", str(seed)]
+
+    def options(model_preset: tuple[str, int, int]) -> list[str]:
+        name, model_steps, batch = model_preset
+        return ["--preset", name, "--steps", str(steps or model_steps), "--batch-size", str(batch)]
+
+    jobs: list[tuple[str, str, list[str]]] = []
+    codec_path = Path(codec) if codec else out / MODEL_FILES["codec"]
+    if codec is None:
+        jobs.append(("face_autoencoder", MODEL_FILES["codec"], options(plan.face_autoencoder)))
+    jobs.append(("a2l", MODEL_FILES["a2l"], options(plan.a2l)))
+    jobs.append(("l2v", MODEL_FILES["l2v"], options(plan.l2v) + ["--codec", str(codec_path),
+                                                                   "--image-size", str(plan.crop_size)]))
+    for kind, filename, extra in jobs:
+        target = out / filename
+        record.files[kind] = filename
+        state = target.with_name(target.name.removesuffix(".safetensors") + ".train-state.pt")
+        if target.is_file() and not state.is_file():
+            logger.info("keeping %s (delete it to retrain)", target)
+            continue
+        logger.info("fitting %s → %s", kind, target)
+        record.seconds[kind] = round(_train(kind, ["--out", str(target), *common, *extra], progress), 1)
+    _save_speaker(cache, holdout, out)
+    (out / FIT_RECORD).write_text(json.dumps(asdict(record), indent=1))
+    return asdict(record)
+
+
+def _save_speaker(cache, holdout: float, out: Path) -> None:
+    """The person's voice embedding, as A2L saw it in training, so a render needs no voice of its own
+    (silence, another speaker, or TTS all drive the fitted person)."""
+    import numpy as np
+
+    from .checkpoint import load_checkpoint
+    from .train.a2l_task import _clip_speaker
+
+    method = load_checkpoint(out / MODEL_FILES["a2l"], "a2l").config.speaker_method
+    train, _ = cache.train_val_frames(holdout)
+    np.save(out / SPEAKER_FILE, _clip_speaker(cache, train, method))

@@ -1,0 +1,126 @@
+"""Self-evaluation of a fit: render the held-out tail of the clip from its own audio and score it.
+
+Beside our render, two baselines run in the same call: ``still`` (the tail's first face crop pasted back
+on every frame: no lip motion at all) and ``gt_landmarks`` (L2V driven by the tail's tracked landmarks, which
+isolates A2L's error). Each is written as an mp4 and scored against the truth by
+:func:`pipelines.evaluation.evaluate_videos` (full frame and aligned face crop); a side-by-side video
+(truth | ours | still | gt_landmarks) and ``holdout.json`` with every figure are written beside them.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .errors import LandmarkTalkError
+from .types import Audio
+
+__all__ = ["evaluate_holdout"]
+
+logger = logging.getLogger(__name__)
+
+_RUNS = ("ours", "still", "gt_landmarks")
+
+
+def _tail_audio(audio: Audio, start_frame: int, end_frame: int, fps: float) -> Audio:
+    start = int(round(start_frame / fps * audio.sample_rate))
+    end = int(round(end_frame / fps * audio.sample_rate))
+    if end > audio.samples.shape[-1]:
+        pad = np.zeros((audio.samples.shape[0], end - audio.samples.shape[-1]), np.float32)
+        samples = np.concatenate([audio.samples, pad], axis=-1)
+    else:
+        samples = audio.samples
+    return Audio(samples=np.ascontiguousarray(samples[:, start:end]), sample_rate=audio.sample_rate)
+
+
+def _side_by_side(videos: list[np.ndarray], height: int) -> np.ndarray:
+    import cv2
+
+    tiles = []
+    for frames in videos:
+        h, w = frames.shape[1:3]
+        width = int(round(w * height / h)) // 2 * 2
+        tiles.append(np.stack([cv2.resize(f, (width, height), interpolation=cv2.INTER_AREA) for f in frames]))
+    return np.concatenate(tiles, axis=2)
+
+
+def evaluate_holdout(
+    models_dir: str | os.PathLike,
+    *,
+    steps: int = 20,
+    seed: int = 0,
+    out_dir: str | os.PathLike | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Path:
+    """Render and score the held-out tail of the clip a ``fit --holdout`` was run on; returns holdout.json."""
+    from .cache import load_clip_caches
+    from .evaluation import evaluate_videos
+    from .face import align_faces, crop_landmarks, paste_faces
+    from .fit import read_fit_record
+    from .media import read_audio, read_video, write_video
+    from .render import RenderSettings, _select_track, load_talking_head_models, render_talking_frames
+
+    record = read_fit_record(models_dir)
+    if not record or not record.get("holdout"):
+        raise LandmarkTalkError(f"{models_dir}: no fit with --holdout recorded; run `fit CLIP --holdout 0.2` first")
+    codec = record["codec"] if Path(record["codec"]).is_absolute() else None
+    models = load_talking_head_models(models_dir, codec=codec)
+    size = models.l2v.config.image_size
+    clip = Path(record["clip"])
+    frames, fps = read_video(clip)
+    total = len(frames)
+    cut = total - int(round(total * record["holdout"]))
+    [cache] = load_clip_caches(clip, crop_size=size)
+    track = cache.track()
+    if len(track) != total:
+        raise LandmarkTalkError(f"{clip}: the cached track has {len(track)} frames, the video {total}; clear the cache")
+    tail = frames[cut:]
+    tail_track = _select_track(track, np.arange(cut, total))
+    speech = _tail_audio(read_audio(clip, sample_rate=16000, mono=True), cut, total, fps)
+    out = Path(out_dir) if out_dir else Path(models_dir) / "holdout"
+    out.mkdir(parents=True, exist_ok=True)
+    settings = RenderSettings(steps=steps, seed=seed)
+
+    renders: dict[str, np.ndarray] = {}
+    renders["ours"] = np.concatenate(list(render_talking_frames(models, tail, tail_track, speech, fps, settings,
+                                                                progress=progress)))
+    truth_landmarks = replace(crop_landmarks(tail_track, size), fps=fps)
+    renders["gt_landmarks"] = np.concatenate(list(render_talking_frames(
+        models, tail, tail_track, speech, fps, settings, landmarks=truth_landmarks)))
+    first_crop = align_faces(tail[:1], _select_track(tail_track, np.array([0])), size)
+    renders["still"] = paste_faces(tail, np.repeat(first_crop, len(tail), axis=0), tail_track)
+
+    paths = {"truth": out / "truth.mp4", **{name: out / f"{name}.mp4" for name in _RUNS}}
+    write_video(paths["truth"], tail, fps=fps, audio=speech, overwrite=True)
+    for name in _RUNS:
+        write_video(paths[name], renders[name], fps=fps, audio=speech, overwrite=True)
+    write_video(out / "side_by_side.mp4", _side_by_side([tail] + [renders[n] for n in _RUNS], 256), fps=fps,
+                audio=speech, overwrite=True)
+
+    figures, skipped = {}, {}
+    for name in _RUNS:
+        try:
+            result = evaluate_videos(paths[name], paths["truth"], crop_size=size, json_path=out / f"{name}.json",
+                                     label=name)
+        except LandmarkTalkError as exc:
+            # An undertrained render may show no trackable face; score its pixels and say so.
+            logger.warning("%s: %s; scoring pixels only", name, exc)
+            result = evaluate_videos(paths[name], paths["truth"], crop_size=size, json_path=out / f"{name}.json",
+                                     label=name, landmark_fn=None)
+            result.setdefault("skipped", {})["landmarks"] = f"no face could be tracked in the {name} render"
+        figures[name] = result["metrics"]
+        skipped[name] = result.get("skipped", {})
+    summary = {"clip": str(clip), "fps": fps, "holdout_frames": int(total - cut), "train_frames": int(cut),
+               "render_steps": steps, "metrics": figures, "skipped": skipped}
+    path = out / "holdout.json"
+    path.write_text(json.dumps(summary, indent=1, default=float))
+    for name in _RUNS:
+        m = figures[name]
+        logger.info("%-13s " + "  ".join(f"{k}={m[k]:.4g}" for k in sorted(m) if isinstance(m[k], (int, float))),
+                    name)
+    return path

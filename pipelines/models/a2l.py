@@ -1,0 +1,247 @@
+"""Audio-to-landmark network (A2L, Tan et al. 2024 §II-B): speech → 68 face landmarks per video frame.
+
+Two LSTMs, as in the paper. The *context* network reads the per-frame content features (audio windows
+through a small conv encoder, then DiffTalk's temporal smoother) together with the reference landmarks
+and predicts a speaker-independent landmark sequence (eq. 1). The *identity* network reads the content
+features, the speaker embedding and that intermediate sequence and refines it with the speaker's style
+(eq. 2). Both predict offsets in a canonical, pose-free space: every shape is expressed in its own
+eye-corner frame (origin between the eyes, x along the eye line, unit = inter-ocular distance), so the
+model never has to learn head position or scale; :func:`predict_landmarks` maps the result back into
+the crop using the reference's frame. Output heads start at zero, so an untrained model returns the
+reference shape unchanged (the still-face baseline).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..audio.smoothing import TemporalSmoother, TemporalSmootherConfig
+from ..errors import LandmarkTalkError
+from ..types import AudioFeatures, Landmarks
+
+__all__ = ["A2LConfig", "A2L", "predict_landmarks", "to_canonical", "from_canonical", "lip_opening"]
+
+_NUM_POINTS = 68
+_EYE_CORNERS = (36, 39, 42, 45)  # corners barely move when blinking, unlike the lids
+_INNER_LIP_PAIRS = ((61, 67), (62, 66), (63, 65))
+# Which points the network moves. Speech barely determines eyes, brows and nose, and on a few minutes of
+# data predicting them only adds error, so by default they stay where the reference (the pose source) has them.
+_DRIVEN_POINTS = {"all": tuple(range(68)), "mouth_jaw": tuple(range(0, 17)) + tuple(range(48, 68))}
+
+
+@dataclass(frozen=True)
+class A2LConfig:
+    feature_dim: int = 80  # D of the audio feature windows
+    feature_window: int = 20  # W
+    feature_kind: str = "logmel80"
+    speaker_dim: int = 256
+    speaker_method: str = "ge2e"  # how the training speaker embeddings were made (ge2e | logmel)
+    content_dim: int = 64  # D1 in the paper (256 there)
+    speaker_proj_dim: int = 32
+    hidden_dim: int = 128
+    num_layers: int = 1
+    smoother_half_window: int = 4  # frames each side; 0 turns the temporal smoother off
+    dropout: float = 0.2  # on the content features (and between LSTM layers)
+    driven_points: str = "mouth_jaw"  # "all" (the paper) or "mouth_jaw": eyes, brows and nose stay the reference's
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> "A2LConfig":
+        """``tiny`` (tests), ``small`` (CPU fits on a few clips; ~0.4 M parameters), ``paper`` (D1 = D2 = 256)."""
+        presets = {
+            "tiny": cls(content_dim=16, speaker_proj_dim=8, hidden_dim=24, num_layers=1, smoother_half_window=2, dropout=0.0),
+            "small": cls(),
+            "paper": cls(content_dim=256, speaker_proj_dim=256, hidden_dim=256, num_layers=3, smoother_half_window=8,
+                         dropout=0.1, driven_points="all"),
+        }
+        if name not in presets:
+            raise LandmarkTalkError(f"A2L preset {name!r}: choose one of {', '.join(presets)}")
+        return replace(presets[name], **overrides)
+
+    def __post_init__(self):
+        if self.driven_points not in _DRIVEN_POINTS:
+            raise LandmarkTalkError(f"A2L driven_points {self.driven_points!r}: use one of {', '.join(_DRIVEN_POINTS)}")
+
+
+class _WindowEncoder(nn.Module):
+    """One audio window [W, D] → one content vector; strided convs along the window's time axis."""
+
+    def __init__(self, in_dim: int, out_dim: int):
+        super().__init__()
+        width = max(out_dim, 32)
+        self.net = nn.Sequential(
+            nn.Conv1d(in_dim, width, 3, padding=1), nn.GELU(),
+            nn.Conv1d(width, width, 3, stride=2, padding=1), nn.GELU(),
+            nn.Conv1d(width, width, 3, stride=2, padding=1), nn.GELU(),
+        )
+        self.out = nn.Linear(width, out_dim)
+
+    def forward(self, windows: torch.Tensor) -> torch.Tensor:  # n w d → n c
+        return self.out(self.net(windows.transpose(1, 2)).mean(dim=2))
+
+
+class A2L(nn.Module):
+    """forward(features [B,T,W,D], reference [B,68,2] canonical, speaker [B,S]) → canonical landmarks [B,T,68,2]."""
+
+    config_class = A2LConfig
+
+    def __init__(self, config: A2LConfig):
+        super().__init__()
+        self.config = config
+        c, h, flat = config.content_dim, config.hidden_dim, _NUM_POINTS * 2
+        self.content = _WindowEncoder(config.feature_dim, c)
+        self.smoother = (
+            TemporalSmoother(TemporalSmootherConfig(dim=c, half_window=config.smoother_half_window))
+            if config.smoother_half_window > 0 else None
+        )
+        dropout = config.dropout if config.num_layers > 1 else 0.0
+        self.content_dropout = nn.Dropout(config.dropout)
+        mask = torch.zeros(_NUM_POINTS, 2)
+        mask[list(_DRIVEN_POINTS[config.driven_points])] = 1.0
+        self.register_buffer("point_mask", mask.reshape(-1), persistent=False)
+        self.reference_proj = nn.Linear(flat, c)
+        self.context_lstm = nn.LSTM(2 * c, h, config.num_layers, batch_first=True, dropout=dropout)
+        self.context_head = nn.Linear(h, flat)
+        # A direct, audio-independent linear path from the reference shape to the offsets: most of the
+        # mouth offset is "forget the reference's own mouth opening" (linear in the reference), which an
+        # LSTM with bounded hidden states otherwise fits only roughly (measured: silence left the mouth of an
+        # open-mouthed reference half open).
+        self.reference_skip = nn.Linear(flat, flat)
+        self.speaker_proj = nn.Linear(config.speaker_dim, config.speaker_proj_dim)
+        self.intermediate_proj = nn.Linear(flat, c)
+        self.identity_lstm = nn.LSTM(2 * c + config.speaker_proj_dim, h, config.num_layers, batch_first=True, dropout=dropout)
+        self.identity_head = nn.Linear(h, flat)
+        for head in (self.context_head, self.identity_head, self.reference_skip):
+            nn.init.zeros_(head.weight)
+            nn.init.zeros_(head.bias)
+
+    def encode_content(self, features: torch.Tensor) -> torch.Tensor:
+        """[B, T, W, D] audio windows → [B, T, content_dim] smoothed content features."""
+        b, t, w, d = features.shape
+        if (w, d) != (self.config.feature_window, self.config.feature_dim):
+            raise LandmarkTalkError(
+                f"A2L: audio features have windows of {w}×{d}, this model was trained on "
+                f"{self.config.feature_window}×{self.config.feature_dim}; compute them with window={self.config.feature_window}"
+            )
+        content = self.content(features.reshape(b * t, w, d)).reshape(b, t, -1)
+        return self.smoother(content) if self.smoother is not None else content
+
+    def decode(self, content, reference, speaker, state=None):
+        """Content [B,T,C] → (landmarks, intermediate, state); ``state`` carries both LSTMs across chunks."""
+        b, t, _ = content.shape
+        ref_flat = reference.reshape(b, 1, -1)
+        ref_tokens = self.reference_proj(ref_flat).expand(b, t, -1)
+        context_state, identity_state = state if state is not None else (None, None)
+        content = self.content_dropout(content)
+        hidden, context_state = self.context_lstm(torch.cat([content, ref_tokens], dim=-1), context_state)
+        offsets = self.context_head(hidden) + self.reference_skip(ref_flat)
+        intermediate = ref_flat + offsets * self.point_mask  # eq. 1: speaker-independent landmarks
+        speaker_tokens = self.speaker_proj(speaker).reshape(b, 1, -1).expand(b, t, -1)
+        identity_in = torch.cat([content, speaker_tokens, self.intermediate_proj(intermediate)], dim=-1)
+        hidden, identity_state = self.identity_lstm(identity_in, identity_state)
+        landmarks = intermediate + self.identity_head(hidden) * self.point_mask  # eq. 2: refined with the speaker's style
+        shape = (b, t, _NUM_POINTS, 2)
+        return landmarks.reshape(shape), intermediate.reshape(shape), (context_state, identity_state)
+
+    def forward(self, features, reference, speaker, return_intermediate: bool = False):
+        landmarks, intermediate, _ = self.decode(self.encode_content(features), reference, speaker)
+        return (landmarks, intermediate) if return_intermediate else landmarks
+
+
+def _eye_frame(points: np.ndarray) -> np.ndarray:
+    """[..., 68, 2] crop pixels → [..., 2, 3] similarity matrices crop pixels → canonical units."""
+    left = points[..., [_EYE_CORNERS[0], _EYE_CORNERS[1]], :].mean(axis=-2)
+    right = points[..., [_EYE_CORNERS[2], _EYE_CORNERS[3]], :].mean(axis=-2)
+    axis = right - left
+    distance = np.linalg.norm(axis, axis=-1)
+    if not np.all(distance > 1e-6):
+        raise LandmarkTalkError("landmarks: the two eyes coincide in some frame; the landmarks are not a face")
+    cos, sin = axis[..., 0] / distance, axis[..., 1] / distance
+    origin = (left + right) / 2
+    rotation = np.stack([np.stack([cos, sin], -1), np.stack([-sin, cos], -1)], -2) / distance[..., None, None]
+    offset = -np.einsum("...ij,...j->...i", rotation, origin)
+    return np.concatenate([rotation, offset[..., None]], axis=-1).astype(np.float64)
+
+
+def to_canonical(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Landmarks [..., 68, 2] in crop pixels → (canonical points, their [..., 2, 3] crop→canonical frames)."""
+    points = np.asarray(points, dtype=np.float64)
+    if points.shape[-2:] != (_NUM_POINTS, 2):
+        raise LandmarkTalkError(f"landmarks: expected [..., 68, 2] points, got shape {points.shape}")
+    frames = _eye_frame(points)
+    canonical = np.einsum("...ij,...pj->...pi", frames[..., :2], points) + frames[..., None, :, 2]
+    return canonical.astype(np.float32), frames
+
+
+def from_canonical(canonical: np.ndarray, frames: np.ndarray) -> np.ndarray:
+    """Canonical points [..., 68, 2] back to crop pixels through the (broadcastable) frames [..., 2, 3]."""
+    inverse = np.linalg.inv(frames[..., :2])
+    shifted = np.asarray(canonical, dtype=np.float64) - frames[..., None, :, 2]
+    return np.einsum("...ij,...pj->...pi", inverse, shifted).astype(np.float32)
+
+
+def lip_opening(points: np.ndarray) -> np.ndarray:
+    """Mean inner-lip gap [...] of landmarks [..., 68, 2], in the points' units."""
+    points = np.asarray(points)
+    gaps = [np.linalg.norm(points[..., a, :] - points[..., b, :], axis=-1) for a, b in _INNER_LIP_PAIRS]
+    return np.mean(gaps, axis=0)
+
+
+@torch.no_grad()
+def predict_landmarks(
+    model: A2L, features: AudioFeatures, reference: Landmarks, speaker: np.ndarray, *, chunk_frames: int = 2048
+) -> Landmarks:
+    """Landmarks [T, 68, 2] in the reference's crop for every frame of ``features``.
+
+    ``reference`` holds one frame (a photo: every output frame takes its pose) or T frames (a video: each
+    output frame takes the pose of its reference frame, and the identity shape is their median, so the
+    reference's own mouth motion does not leak into the result). ``speaker`` is a
+    :func:`~pipelines.audio.compute_speaker_embedding` vector made with the model's ``speaker_method``.
+    """
+    config = model.config
+    feats = np.asarray(features.features)
+    if features.kind != config.feature_kind:
+        raise LandmarkTalkError(f"audio features are {features.kind!r}, the A2L model was trained on {config.feature_kind!r}")
+    if feats.ndim != 3 or len(feats) == 0:
+        raise LandmarkTalkError(f"audio features: expected [T, W, D] with T ≥ 1, got shape {feats.shape}")
+    if feats.shape[1:] != (config.feature_window, config.feature_dim):
+        raise LandmarkTalkError(
+            f"audio features have windows of {feats.shape[1]}×{feats.shape[2]}, the A2L model was trained on "
+            f"{config.feature_window}×{config.feature_dim}; compute them with window={config.feature_window}"
+        )
+    num_frames, num_refs = len(feats), len(reference)
+    if num_refs not in (1, num_frames):
+        raise LandmarkTalkError(
+            f"reference: {num_refs} frames for {num_frames} audio frames; give one frame, or one per audio frame "
+            "(map a video onto the audio's length first)"
+        )
+    speaker = np.asarray(speaker, dtype=np.float32).reshape(-1)
+    if speaker.shape != (config.speaker_dim,) or not np.isfinite(speaker).all():
+        raise LandmarkTalkError(f"speaker: expected a finite [{config.speaker_dim}] embedding, got shape {speaker.shape}")
+    canonical, frames = to_canonical(reference.points)
+    shape = np.median(canonical, axis=0) if num_refs > 1 else canonical[0]
+
+    parameter = next(model.parameters())
+    device, dtype = parameter.device, parameter.dtype
+    was_training = model.training
+    model.eval()
+    try:
+        ref_t = torch.as_tensor(shape, device=device, dtype=dtype)[None]
+        spk_t = torch.as_tensor(speaker, device=device, dtype=dtype)[None]
+        content = torch.cat([
+            model.content(torch.as_tensor(feats[i:i + chunk_frames], device=device, dtype=dtype))
+            for i in range(0, num_frames, chunk_frames)
+        ])[None]
+        if model.smoother is not None:
+            content = model.smoother(content)
+        outputs, state = [], None
+        for i in range(0, num_frames, chunk_frames):
+            landmarks, _, state = model.decode(content[:, i:i + chunk_frames], ref_t, spk_t, state)
+            outputs.append(landmarks[0].float().cpu().numpy())
+    finally:
+        model.train(was_training)
+    predicted = np.concatenate(outputs)
+    placed = from_canonical(predicted, frames if num_refs > 1 else frames[0])
+    return Landmarks(points=placed.astype(np.float32), crop_size=reference.crop_size, fps=features.fps)

@@ -1,0 +1,241 @@
+"""The whole landmark-diffusion chain as one streaming render: face + speech → talking video.
+
+Audio → features → A2L landmarks (once, small) → per chunk of output frames: align the source frames,
+encode the masked pose, rasterise the landmarks, sample L2V latents, decode, paste back, write. Only one
+chunk of frames is in flight, so memory stays flat in the audio's length; the output is written to a
+temporary file and renamed at the end (nothing is left on failure or cancel).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+from .errors import LandmarkTalkError
+from .schedule import LENGTH_MODES, source_frame_schedule
+from .types import Audio, FaceTrack, Landmarks, frame_count_for
+
+__all__ = ["RenderSettings", "TalkingHeadModels", "load_talking_head_models", "render_talking_frames", "render_video"]
+
+logger = logging.getLogger(__name__)
+
+MODEL_FILES = {"a2l": "a2l.safetensors", "l2v": "l2v.safetensors", "codec": "face_autoencoder.safetensors"}
+SPEAKER_FILE = "speaker.npy"
+_PHOTO_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    """How to sample and write. ``fps`` None = the face video's rate (25 for a photo)."""
+
+    steps: int = 20
+    sampler: str = "dpmpp_2m"
+    guidance: float = 1.0
+    seed: int = 0
+    chunk_frames: int = 16
+    length_mode: str = "pingpong"
+    progressive: float = 0.0
+    face: str | int = "largest"
+    fps: float | None = None
+    crf: int = 18
+    device: str = "cpu"
+    dtype: str = "float32"
+
+    def torch_dtype(self) -> torch.dtype:
+        if self.dtype not in ("float32", "bfloat16", "float16"):
+            raise LandmarkTalkError(f"dtype {self.dtype!r}: choose float32, bfloat16 or float16")
+        return getattr(torch, self.dtype)
+
+
+@dataclass
+class TalkingHeadModels:
+    """The models one render needs: A2L, the L2V denoiser and the latent codec it was trained in.
+
+    ``speaker``: the fitted person's voice embedding (A2L's identity input); None = embed the driving audio.
+    """
+
+    a2l: torch.nn.Module
+    l2v: torch.nn.Module
+    codec: object
+    speaker: np.ndarray | None = None
+
+    def to(self, device: str | torch.device) -> "TalkingHeadModels":
+        self.a2l.to(device)
+        self.l2v.to(device)
+        self.codec.to(device)
+        return self
+
+
+def load_talking_head_models(
+    models_dir: str | os.PathLike, *, codec: str | os.PathLike | None = None, device: str = "cpu"
+) -> TalkingHeadModels:
+    """Load ``a2l.safetensors``, ``l2v.safetensors`` and the codec from a folder written by ``fit``.
+
+    ``codec``: a face autoencoder file or a TAEF2 folder, when the L2V model was fitted in a latent space
+    other than the folder's own ``face_autoencoder.safetensors``.
+    """
+    from .checkpoint import load_checkpoint
+    from .latents import load_latent_codec
+    from .models.l2v import load_l2v
+
+    folder = Path(models_dir)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"--models {folder}: no such folder; write one with `python -m pipelines fit CLIP --out {folder}`")
+    needed = ["a2l", "l2v"] + (["codec"] if codec is None else [])
+    for key in needed:
+        if not (folder / MODEL_FILES[key]).is_file():
+            raise FileNotFoundError(
+                f"--models {folder}: missing {MODEL_FILES[key]}; it belongs in {folder}/ "
+                f"(run `python -m pipelines fit CLIP --out {folder}` to train it)"
+            )
+    latent_codec = load_latent_codec(codec if codec is not None else folder / MODEL_FILES["codec"], device=device)
+    l2v = load_l2v(folder / MODEL_FILES["l2v"], latent_codec, device=device)
+    a2l = load_checkpoint(folder / MODEL_FILES["a2l"], "a2l", device=device)
+    speaker = np.load(folder / SPEAKER_FILE) if (folder / SPEAKER_FILE).is_file() else None
+    return TalkingHeadModels(a2l=a2l, l2v=l2v, codec=latent_codec, speaker=speaker)
+
+
+def _select_track(track: FaceTrack, indices: np.ndarray) -> FaceTrack:
+    return replace(
+        track, landmarks=track.landmarks[indices], confidence=track.confidence[indices],
+        transforms=track.transforms[indices],
+        filled=track.filled[indices] if len(track.filled) else np.zeros(len(indices), bool),
+    )
+
+
+def _to_model_images(crops: np.ndarray, device) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(crops)).to(device).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+def predict_clip_landmarks(models: TalkingHeadModels, audio: Audio, reference: Landmarks, fps: float) -> Landmarks:
+    """A2L landmarks for every output frame, placed on ``reference`` (one frame or one per output frame)."""
+    from .audio import compute_audio_features, compute_speaker_embedding
+    from .models.a2l import predict_landmarks
+
+    config = models.a2l.config
+    num_frames = frame_count_for(audio.duration_s, fps)
+    features = compute_audio_features(audio, fps, window=config.feature_window, kind=config.feature_kind,
+                                      num_frames=num_frames)
+    speaker = models.speaker
+    if speaker is None:
+        speaker = compute_speaker_embedding(audio, method=config.speaker_method)
+    return predict_landmarks(models.a2l, features, reference, speaker)
+
+
+def render_talking_frames(
+    models: TalkingHeadModels,
+    frames: np.ndarray,
+    track: FaceTrack,
+    audio: Audio,
+    fps: float,
+    settings: RenderSettings = RenderSettings(),
+    *,
+    landmarks: Landmarks | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Iterator[np.ndarray]:
+    """Yield uint8 [t, H, W, 3] chunks of the talking video, ``round(audio duration × fps)`` frames in all.
+
+    ``frames`` [N, H, W, 3] is the face video (N = 1 for a photo) and ``track`` its face track; they are
+    played per ``settings.length_mode`` to cover the audio. ``landmarks`` (crop pixels at the model's size,
+    one per output frame) replaces A2L's prediction, e.g. ground truth for an upper-bound baseline.
+    ``progress(done_frames, total_frames)``; raise from it to cancel.
+    """
+    from .face import align_faces, crop_landmarks, paste_faces
+    from .models.l2v import encode_pose_latents, landmark_inputs, render_latents
+
+    if settings.length_mode not in LENGTH_MODES:
+        raise LandmarkTalkError(f"length mode {settings.length_mode!r}: choose one of {', '.join(LENGTH_MODES)}")
+    total = frame_count_for(audio.duration_s, fps)
+    if total < 1:
+        raise LandmarkTalkError(
+            f"audio: {audio.duration_s:.3f} s is shorter than one frame at {fps:g} fps; give at least {1 / fps:.3f} s of speech"
+        )
+    if len(frames) != len(track):
+        raise LandmarkTalkError(f"track: {len(track)} frames for a face video of {len(frames)}; track this video")
+    l2v, codec = models.l2v, models.codec
+    size = l2v.config.image_size
+    device = torch.device(settings.device)
+    dtype = settings.torch_dtype()
+    schedule = source_frame_schedule(len(frames), total, settings.length_mode)
+    source_points = crop_landmarks(track, size).points
+    if landmarks is None:
+        reference = Landmarks(points=source_points[schedule], crop_size=size, fps=fps)
+        landmarks = predict_clip_landmarks(models, audio, reference, fps)
+    if len(landmarks) != total or landmarks.crop_size != size:
+        raise LandmarkTalkError(
+            f"landmarks: {len(landmarks)} frames at {landmarks.crop_size} px; the render needs {total} at {size} px"
+        )
+
+    # One identity reference for the clip (DiffTalk): the first source frame.
+    identity = codec.encode(_to_model_images(align_faces(frames[:1], _select_track(track, np.array([0])), size), device))
+    generator = torch.Generator().manual_seed(settings.seed)
+    latent_shape = (l2v.config.latent_channels, l2v.config.latent_size, l2v.config.latent_size)
+    noise = torch.randn(latent_shape, generator=generator)  # shared by every frame: steady texture
+    previous = None
+    done = 0
+    for start in range(0, total, settings.chunk_frames):
+        indices = schedule[start:start + settings.chunk_frames]
+        chunk_track = _select_track(track, indices)
+        source = frames[indices]
+        crops = align_faces(source, chunk_track, size)
+        pose = encode_pose_latents(codec, _to_model_images(crops, device), source_points[indices])
+        images, points = landmark_inputs(landmarks.points[start:start + len(indices)], size, l2v.config.latent_size)
+        latents = render_latents(
+            l2v, codec, pose=pose, identity=identity, landmark_images=images, landmark_points=points,
+            sampler=settings.sampler, steps=settings.steps, guidance=settings.guidance, noise=noise,
+            chunk_size=len(indices), progressive=settings.progressive, previous=previous, device=device, dtype=dtype,
+        )
+        previous = latents[-1:]
+        generated = codec.decode_frames(latents)
+        yield paste_faces(source, generated, chunk_track)
+        done += len(indices)
+        if progress is not None:
+            progress(done, total)
+
+
+def _read_face(path: Path, fps: float | None) -> tuple[np.ndarray, float]:
+    from .media import probe_media, read_image, read_video
+
+    if not path.is_file():
+        raise FileNotFoundError(f"--face {path}: no such file")
+    if path.suffix.lower() in _PHOTO_SUFFIXES:
+        return read_image(path)[None], float(fps or 25.0)
+    info = probe_media(path)
+    if not info.has_video:
+        raise LandmarkTalkError(f"--face {path}: has no video stream; give a photo or a video of the person")
+    frames, rate = read_video(path, fps=fps)
+    return frames, rate
+
+
+def render_video(
+    face: str | os.PathLike,
+    audio: str | os.PathLike,
+    models: TalkingHeadModels,
+    out: str | os.PathLike,
+    settings: RenderSettings = RenderSettings(),
+    *,
+    overwrite: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> Path:
+    """Render ``face`` (photo or video) speaking ``audio`` to ``out`` (H.264 + AAC), atomically."""
+    from .face import track_face
+    from .media import VideoWriter, read_audio
+
+    face, audio_path, out = Path(face), Path(audio), Path(out)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"--out {out} already exists; choose another name or pass --overwrite")
+    frames, fps = _read_face(face, settings.fps)
+    track = track_face(frames, fps=fps, crop_size=models.l2v.config.image_size, face=settings.face, source=str(face))
+    speech = read_audio(audio_path)
+    speech_16k = read_audio(audio_path, sample_rate=16000, mono=True)
+    total = frame_count_for(speech.duration_s, fps)
+    logger.info("rendering %d frames at %g fps from %s and %s", total, fps, face.name, audio_path.name)
+    with VideoWriter(out, fps=fps, audio=speech, crf=settings.crf, overwrite=overwrite) as writer:
+        for chunk in render_talking_frames(models, frames, track, speech_16k, fps, settings, progress=progress):
+            writer.write(chunk)
+    return out

@@ -1,0 +1,111 @@
+"""The ``fit`` and ``render`` commands: fit a person's models on one clip, then re-voice them."""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+__all__ = ["add_fit_command", "add_render_command"]
+
+logger = logging.getLogger(__name__)
+
+
+def _bar(desc: str, unit: str):
+    from tqdm.auto import tqdm
+
+    bars: dict[str, object] = {}
+
+    def progress(*args) -> None:
+        name, done, total = (desc, *args) if len(args) == 2 else args
+        bar = bars.get(name)
+        if bar is None:
+            bar = bars[name] = tqdm(desc=name, total=total, unit=unit, dynamic_ncols=True)
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+        if done >= total:
+            bar.close()
+
+    return progress
+
+
+def _run_fit(args: argparse.Namespace) -> int:
+    from .fit import fit_person
+
+    record = fit_person(
+        args.clip, args.out, preset=args.preset, holdout=args.holdout, codec=args.codec, steps=args.steps,
+        cache_dir=args.cache_dir, seed=args.seed, progress=_bar("fit", "step"),
+    )
+    logger.info("models in %s: %s", args.out, ", ".join(record["files"].values()))
+    if args.holdout > 0:
+        from .holdout import evaluate_holdout
+
+        report = evaluate_holdout(args.out, steps=args.render_steps, progress=_bar("holdout render", "frame"))
+        logger.info("hold-out figures written to %s", report)
+    return 0
+
+
+def add_fit_command(subparsers) -> None:
+    from .fit import FIT_PRESETS
+
+    parser = subparsers.add_parser("fit", help="fit a person's models (face autoencoder, A2L, L2V) on one clip")
+    parser.add_argument("clip", help="a talking clip of the person, with audio")
+    parser.add_argument("--out", required=True, help="folder for the model files (kept files are not retrained)")
+    parser.add_argument("--preset", choices=sorted(FIT_PRESETS), default="tiny",
+                        help="tiny: CPU minutes at 128² crops; base: paper-like 256², for a GPU")
+    parser.add_argument("--holdout", type=float, default=0.0,
+                        help="train on the first 1-H of the clip, then render and score the tail (e.g. 0.2)")
+    parser.add_argument("--codec", default=None,
+                        help="use this latent codec (face autoencoder file or TAEF2 folder) instead of training one")
+    parser.add_argument("--steps", type=int, default=None, help="override every model's training steps")
+    parser.add_argument("--render-steps", type=int, default=20, help="sampler steps for the hold-out render")
+    parser.add_argument("--cache-dir", default=None, help="where the clip is prepared (default $LANDMARKTALK_CACHE)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed")
+    parser.set_defaults(func=_run_fit)
+
+
+def _run_render(args: argparse.Namespace) -> int:
+    from .fit import read_fit_record
+    from .render import RenderSettings, load_talking_head_models, render_video
+
+    record = read_fit_record(args.models) or {}
+    codec = args.codec or (record["codec"] if record.get("codec") and Path(record["codec"]).is_absolute() else None)
+    models = load_talking_head_models(args.models, codec=codec, device=args.device)
+    settings = RenderSettings(
+        steps=args.steps, sampler=args.sampler, guidance=args.guidance, seed=args.seed,
+        chunk_frames=args.chunk_frames, length_mode=args.length_mode, progressive=args.progressive,
+        face=int(args.face_choice) if args.face_choice.isdigit() else args.face_choice, fps=args.fps,
+        crf=args.crf, device=args.device, dtype=args.dtype,
+    )
+    out = render_video(args.face, args.audio, models, args.out, settings, overwrite=args.overwrite,
+                       progress=_bar("render", "frame"))
+    logger.info("wrote %s", Path(out))
+    return 0
+
+
+def add_render_command(subparsers) -> None:
+    from .schedule import LENGTH_MODES
+
+    parser = subparsers.add_parser("render", help="make the person in a photo or video say new speech")
+    parser.add_argument("--face", required=True, help="photo or video of the person (the one the models were fitted on)")
+    parser.add_argument("--audio", required=True, help="speech: wav/mp3/flac/m4a or a video's audio track")
+    parser.add_argument("--models", required=True, help="folder written by `fit` (a2l, l2v, face_autoencoder)")
+    parser.add_argument("--out", required=True, help="output .mp4 (never overwritten unless --overwrite)")
+    parser.add_argument("--codec", default=None, help="latent codec, when the L2V model was fitted with --codec")
+    parser.add_argument("--steps", type=int, default=20, help="sampler steps (default %(default)s)")
+    parser.add_argument("--sampler", default="dpmpp_2m", help="dpmpp_2m, ddim or euler (default %(default)s)")
+    parser.add_argument("--guidance", type=float, default=1.0, help="guidance on the landmark condition; 1 = off")
+    parser.add_argument("--seed", type=int, default=0, help="noise seed, shared by every frame")
+    parser.add_argument("--chunk-frames", type=int, default=16, help="frames per chunk (memory vs speed)")
+    parser.add_argument("--length-mode", choices=LENGTH_MODES, default="pingpong",
+                        help="when the audio is longer than the face video: play it back and forth, or loop")
+    parser.add_argument("--progressive", type=float, default=0.0,
+                        help="DiffTalk's progressive reference: mix of the previous generated frame (0..1)")
+    parser.add_argument("--face-choice", default="largest", help="largest, nearest, or a face index (left to right)")
+    parser.add_argument("--fps", type=float, default=None, help="output rate (default: the face video's; 25 for a photo)")
+    parser.add_argument("--crf", type=int, default=18, help="H.264 quality, lower is better (default %(default)s)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                        help="compute precision (bfloat16 on CUDA)")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    parser.set_defaults(func=_run_render)

@@ -1,0 +1,258 @@
+"""A2L: shapes, canonical frames, checkpoints, errors, and a tiny real training run on a synthetic cache."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pipelines.audio import compute_audio_features
+from pipelines.cache import write_clip_cache
+from pipelines.checkpoint import load_checkpoint, save_checkpoint
+from pipelines.errors import LandmarkTalkError
+from pipelines.models.a2l import A2L, A2LConfig, from_canonical, lip_opening, predict_landmarks, to_canonical
+from pipelines.types import Audio, AudioFeatures, FaceTrack, Landmarks
+
+FPS = 25.0
+RATE = 16000
+
+
+def _template(opening: float = 0.0) -> np.ndarray:
+    """A plausible 68-point iBUG face in unit coordinates (eyes at y≈-0.15, mouth at y≈0.3); y points down."""
+    p = np.zeros((68, 2))
+    theta = np.linspace(np.pi, 0, 17)
+    p[0:17] = np.stack([0.45 * np.cos(theta), 0.5 * np.sin(theta)], -1)
+    p[17:22] = np.stack([np.linspace(-0.35, -0.1, 5), np.full(5, -0.3)], -1)
+    p[22:27] = np.stack([np.linspace(0.1, 0.35, 5), np.full(5, -0.3)], -1)
+    p[27:31] = np.stack([np.zeros(4), np.linspace(-0.15, 0.1, 4)], -1)
+    p[31:36] = np.stack([np.linspace(-0.08, 0.08, 5), np.full(5, 0.15)], -1)
+    for start, cx in ((36, -0.2), (42, 0.2)):
+        angles = np.array([np.pi, 2 * np.pi / 3, np.pi / 3, 0, -np.pi / 3, -2 * np.pi / 3])
+        p[start:start + 6] = np.stack([cx + 0.08 * np.cos(angles), -0.15 - 0.03 * np.sin(angles)], -1)
+    outer = np.linspace(np.pi, -np.pi, 13)[:-1]  # 48 left corner, upper lip left→right, lower right→left
+    p[48:60] = np.stack([0.15 * np.cos(outer), 0.3 - 0.05 * np.sin(outer)], -1)
+    inner = np.array([np.pi, 3 * np.pi / 4, np.pi / 2, np.pi / 4, 0, -np.pi / 4, -np.pi / 2, -3 * np.pi / 4])
+    p[60:68] = np.stack([0.1 * np.cos(inner), 0.3 - 0.01 * np.sin(inner)], -1)
+    lower = [55, 56, 57, 58, 59, 65, 66, 67]
+    p[lower, 1] += opening
+    p[5:12, 1] += 0.6 * opening
+    return p
+
+
+def _synthetic_clip(seconds: float, seed: int):
+    """Speech-like bursts of noise and landmarks whose mouth opening follows the burst envelope."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * RATE)
+    envelope = np.zeros(n)
+    position = int(0.3 * RATE)
+    while position < n:
+        length = int(rng.uniform(0.12, 0.35) * RATE)
+        envelope[position:position + length] = rng.uniform(0.5, 1.0) * np.hanning(min(length, n - position) + 2)[1:-1]
+        position += length + int(rng.uniform(0.08, 0.4) * RATE)
+    samples = (rng.standard_normal(n) * 0.3 * envelope).astype(np.float32)
+    frames = int(round(seconds * FPS))
+    centres = ((np.arange(frames) + 0.5) / FPS * RATE).astype(int)
+    energy = envelope[np.clip(centres, 0, n - 1)]
+    crop = 64
+    points = []
+    for t in range(frames):
+        face = _template(0.12 * energy[t])
+        angle = 0.05 * np.sin(t / 30)
+        rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+        scale = 36 * (1 + 0.04 * np.sin(t / 17))
+        points.append(face @ rot.T * scale + np.array([32 + 2 * np.sin(t / 11), 30 + 2 * np.cos(t / 13)]))
+    points = np.asarray(points, np.float32)
+    return Audio(samples[None], RATE), points, energy, crop
+
+
+def _write_cache(root, seconds=8.0, seed=0):
+    audio, points, energy, crop = _synthetic_clip(seconds, seed)
+    t = len(points)
+    track = FaceTrack(
+        landmarks=points, confidence=np.ones(t, np.float32), transforms=np.tile(np.eye(2, 3, dtype=np.float32), (t, 1, 1)),
+        crop_size=crop, frame_size=(crop, crop), fps=FPS, filled=np.zeros(t, bool),
+    )
+    cache = write_clip_cache(root, crops=np.zeros((t, 8, 8, 3), np.uint8), landmarks=points, track=track, audio=audio,
+                             fps=FPS, source=f"synthetic-{seed}")
+    return cache, energy
+
+
+def _tiny() -> A2L:
+    torch.manual_seed(0)
+    return A2L(A2LConfig.preset("tiny"))
+
+
+def test_canonical_frame_is_pose_free_and_invertible():
+    face = _template(0.05) * 40 + 32
+    angle = 0.3
+    rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    moved = (face - 32) @ rot.T * 1.7 + np.array([80.0, 20.0])
+    canon_a, frame_a = to_canonical(face)
+    canon_b, _ = to_canonical(moved)
+    np.testing.assert_allclose(canon_a, canon_b, atol=1e-5)
+    eyes = [(canon_a[36] + canon_a[39]) / 2, (canon_a[42] + canon_a[45]) / 2]
+    np.testing.assert_allclose(eyes, [[-0.5, 0.0], [0.5, 0.0]], atol=1e-6)
+    np.testing.assert_allclose(from_canonical(canon_a, frame_a), face, atol=1e-3)
+    assert lip_opening(_template(0.1)) == pytest.approx(lip_opening(_template(0.0)) + 0.1, abs=1e-6)
+    with pytest.raises(LandmarkTalkError, match="eyes coincide"):
+        to_canonical(np.zeros((68, 2)))
+
+
+def test_forward_shapes_and_untrained_model_returns_the_reference():
+    model = _tiny()
+    cfg = model.config
+    features = torch.randn(2, 10, cfg.feature_window, cfg.feature_dim)
+    reference = torch.from_numpy(to_canonical(_template() * 40 + 32)[0]).expand(2, 68, 2)
+    speaker = torch.randn(2, cfg.speaker_dim)
+    landmarks, intermediate = model(features, reference, speaker, return_intermediate=True)
+    assert landmarks.shape == intermediate.shape == (2, 10, 68, 2)
+    # Zero-initialised heads: the untrained model is the still-face baseline.
+    torch.testing.assert_close(landmarks, reference[:, None].expand(2, 10, 68, 2))
+    with pytest.raises(LandmarkTalkError, match="window=20"):
+        model(torch.randn(1, 5, 7, cfg.feature_dim), reference[:1], speaker[:1])
+
+
+def test_predict_landmarks_follows_reference_pose_and_checks_inputs():
+    model = _tiny()
+    audio, points, _, crop = _synthetic_clip(1.0, 0)
+    feats = compute_audio_features(audio, FPS)
+    speaker = np.random.default_rng(0).standard_normal(256).astype(np.float32)
+    # One reference frame (a photo): every frame sits in its pose; untrained ⇒ equals it.
+    photo = Landmarks(points[:1], crop_size=crop, fps=FPS)
+    out = predict_landmarks(model, feats, photo, speaker)
+    assert out.points.shape == (25, 68, 2) and out.crop_size == crop and out.fps == FPS
+    np.testing.assert_allclose(out.points, np.broadcast_to(points[:1], (25, 68, 2)), atol=1e-3)
+    # One reference per frame (a video): each output frame takes its own frame's pose.
+    video = Landmarks(points[:25], crop_size=crop, fps=FPS)
+    out = predict_landmarks(model, feats, video, speaker, chunk_frames=7)
+    eye_centres = out.points[:, [36, 39, 42, 45]].mean(axis=1)
+    np.testing.assert_allclose(eye_centres, points[:25, [36, 39, 42, 45]].mean(axis=1), atol=1e-3)
+    with pytest.raises(LandmarkTalkError, match="reference: 3 frames for 25 audio frames"):
+        predict_landmarks(model, feats, Landmarks(points[:3], crop_size=crop, fps=FPS), speaker)
+    with pytest.raises(LandmarkTalkError, match=r"speaker: expected a finite \[256\]"):
+        predict_landmarks(model, feats, photo, speaker[:10])
+    with pytest.raises(LandmarkTalkError, match="trained on 'logmel80'"):
+        predict_landmarks(model, AudioFeatures(feats.features, FPS, "encoder:x"), photo, speaker)
+
+
+def test_chunked_prediction_matches_one_pass():
+    model = _tiny()
+    with torch.no_grad():
+        for head in (model.context_head, model.identity_head):
+            head.weight.normal_(std=0.05)
+    audio, points, _, crop = _synthetic_clip(2.0, 1)
+    feats = compute_audio_features(audio, FPS)
+    speaker = np.ones(256, np.float32) / 16
+    reference = Landmarks(points[:1], crop_size=crop, fps=FPS)
+    whole = predict_landmarks(model, feats, reference, speaker)
+    chunked = predict_landmarks(model, feats, reference, speaker, chunk_frames=9)
+    np.testing.assert_allclose(chunked.points, whole.points, atol=1e-4)
+    assert np.abs(whole.points - points[:1]).max() > 0.01  # the heads really act
+
+
+def test_checkpoint_round_trip_and_wrong_kind(tmp_path):
+    model = _tiny()
+    with torch.no_grad():
+        model.identity_head.weight.normal_(std=0.05)
+    path = save_checkpoint(model, tmp_path / "a2l.safetensors")
+    loaded = load_checkpoint(path, "a2l")
+    assert loaded.config == model.config
+    cfg = model.config
+    args = (torch.randn(1, 6, cfg.feature_window, cfg.feature_dim), torch.randn(1, 68, 2), torch.randn(1, cfg.speaker_dim))
+    model.eval()
+    torch.testing.assert_close(loaded(*args), model(*args))
+    with pytest.raises(LandmarkTalkError, match=f"{path}: holds a 'a2l' model, expected 'smoother'"):
+        load_checkpoint(path, "smoother")
+
+
+def test_presets():
+    assert A2LConfig.preset("paper").content_dim == 256
+    assert A2LConfig.preset("small", hidden_dim=64).hidden_dim == 64
+    with pytest.raises(LandmarkTalkError, match="preset 'huge'"):
+        A2LConfig.preset("huge")
+
+
+def test_tiny_training_learns_mouth_from_audio_energy(tmp_path):
+    from pipelines.train import TrainConfig, train_model
+    from pipelines.train.a2l_task import A2LTask
+
+    caches, energies = zip(*[_write_cache(tmp_path / f"clip{i}", seed=i) for i in range(2)])
+    config = A2LConfig.preset("tiny", speaker_method="logmel")
+    task = A2LTask(list(caches), config, holdout=0.2, window_seconds=(1.0, 2.0), silence_probability=0.1)
+    torch.manual_seed(0)
+    model = A2L(config)
+    val = task.validation_batches(8)
+    assert len(val) == 2 and val[0]["features"].shape[1] == 40
+    with torch.no_grad():
+        start = np.mean([float(task.compute_loss(model, b)[0]) for b in val])
+    result = train_model(
+        model, task, TrainConfig(steps=80, batch_size=8, learning_rate=5e-3, ema_decay=0.8, val_every=40, log_every=10),
+        tmp_path / "a2l.safetensors",
+    )
+    print(f"validation loss {start:.4f} -> {result.final_validation_loss:.4f}")
+    assert result.final_validation_loss < 0.6 * start
+    # The mouth really follows the audio on held-out frames (not just a better average shape).
+    trained = load_checkpoint(tmp_path / "a2l.safetensors", "a2l")
+    clip = task.clips[0]
+    reference = Landmarks(caches[0].landmarks()[:1], crop_size=64, fps=FPS)
+    features = AudioFeatures(clip.features[clip.val.start:clip.val.stop], FPS, "logmel80")
+    predicted = predict_landmarks(trained, features, reference, clip.speaker)
+    opening = lip_opening(to_canonical(predicted.points)[0])
+    r = np.corrcoef(opening, energies[0][clip.val.start:clip.val.stop])[0, 1]
+    print(f"held-out lip opening vs audio energy: r = {r:.3f}")
+    assert r > 0.6
+
+
+def test_train_cli_writes_a_checkpoint(tmp_path):
+    from pipelines.cli import main
+
+    _write_cache(tmp_path / "caches" / "clip0", seconds=4.0)
+    out = tmp_path / "a2l.safetensors"
+    code = main(["train", "a2l", "--data", str(tmp_path / "caches"), "--out", str(out), "--preset", "tiny",
+                 "--speaker", "logmel", "--steps", "3", "--batch-size", "2", "--val-every", "3"])
+    assert code == 0
+    model = load_checkpoint(out, "a2l")
+    assert model.config.speaker_method == "logmel" and model.config.content_dim == 16
+
+
+def test_mouth_jaw_model_leaves_eyes_brows_and_nose_at_the_reference():
+    torch.manual_seed(0)
+    model = A2L(A2LConfig.preset("tiny", driven_points="mouth_jaw"))
+    with torch.no_grad():
+        for head in (model.context_head, model.identity_head):
+            head.weight.normal_(std=0.1)
+            head.bias.normal_(std=0.1)
+    cfg = model.config
+    reference = torch.from_numpy(to_canonical(_template() * 40 + 32)[0])[None]
+    out = model.eval()(torch.randn(1, 5, cfg.feature_window, cfg.feature_dim), reference, torch.randn(1, cfg.speaker_dim))
+    fixed = list(range(17, 48))
+    torch.testing.assert_close(out[0][:, fixed], reference[:, fixed].expand(5, -1, -1))
+    assert float((out[0][:, 48:68] - reference[:, 48:68]).abs().min()) > 0
+    with pytest.raises(LandmarkTalkError, match="driven_points"):
+        A2LConfig(driven_points="eyes")
+
+
+def test_task_batches_silence_augmentation_and_determinism(tmp_path):
+    from pipelines.audio.features import SILENCE_LOGMEL
+    from pipelines.train.a2l_task import A2LTask
+
+    cache, _ = _write_cache(tmp_path / "clip", seconds=4.0)
+    config = A2LConfig.preset("tiny", speaker_method="logmel")
+    silent_task = A2LTask([cache], config, window_seconds=(1.0, 1.5), silence_probability=1.0, silence_weight=4.0)
+    batch = silent_task.sample_batch(torch.Generator().manual_seed(0), 3)
+    clip = silent_task.clips[0]
+    assert torch.all(batch["features"] == SILENCE_LOGMEL) and torch.all(batch["weight"] == 4.0)
+    # Targets: the reference with the speaker's closed mouth and jaw, held for the whole window.
+    target = batch["target"][0]
+    torch.testing.assert_close(target[:, 48:68], torch.from_numpy(clip.closed_shape[48:68]).expand(target.shape[0], -1, -1))
+    torch.testing.assert_close(target[:, 17:48], batch["reference"][0, 17:48].expand(target.shape[0], -1, -1))
+    assert lip_opening(clip.closed_shape) <= np.percentile(lip_opening(clip.canonical[clip.train.start:clip.train.stop]), 10) + 1e-6
+
+    task = A2LTask([cache], config, window_seconds=(1.0, 1.5), silence_probability=0.0)
+    a = task.sample_batch(torch.Generator().manual_seed(5), 4)
+    b = task.sample_batch(torch.Generator().manual_seed(5), 4)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key])
+    assert 25 <= a["features"].shape[1] <= 38 and a["features"].shape[0] == 4
+    assert torch.all(a["weight"] == 1.0)
+    # Training windows never reach into the held-out tail.
+    assert clip.train.stop == 80 and task.window_frames[1] <= 80

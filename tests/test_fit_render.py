@@ -1,0 +1,117 @@
+"""The person-specific loop end to end on 2 s of a real clip: fit (a few steps), render, exact length.
+
+Plumbing only: the models are trained for a handful of steps, so no quality is claimed here
+(docs/RESULTS.md holds the real fits).
+"""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from pipelines.cli import main as cli_main
+from pipelines.errors import LandmarkTalkError
+from pipelines.media import probe_media, read_audio, read_video, write_video
+from pipelines.types import Audio, frame_count_for
+from shared_media import SHARED_DATA, SKIP_REASON
+
+pytestmark = pytest.mark.skipif(not (SHARED_DATA / "README.md").is_file(), reason=SKIP_REASON)
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fit")
+    clip = SHARED_DATA / "clips" / "WDA_KatieHill_000.mp4"
+    frames, fps = read_video(clip, max_frames=50)
+    audio = read_audio(clip)
+    short = root / "clip2s.mp4"
+    write_video(short, frames, fps=fps, preset="ultrafast",
+                audio=Audio(audio.samples[:, : int(audio.sample_rate * 2)], audio.sample_rate))
+    models = root / "models"
+    code = cli_main(["fit", str(short), "--out", str(models), "--steps", "2", "--cache-dir", str(root / "cache")])
+    assert code == 0
+    return short, models, root
+
+
+def test_fit_writes_every_model_and_a_record(fitted):
+    _, models, _ = fitted
+    for name in ("face_autoencoder.safetensors", "a2l.safetensors", "l2v.safetensors", "fit.json"):
+        assert (models / name).is_file(), name
+    assert (models / "l2v.loss.png").is_file()
+
+
+@pytest.mark.parametrize("speech, seconds", [("tts_en_22k.wav", 3.0), ("bus_chinese.wav", 3.376)])
+def test_render_length_follows_the_audio_exactly(fitted, speech, seconds):
+    clip, models, root = fitted
+    out = root / f"out_{speech}.mp4"
+    code = cli_main(["render", "--face", str(clip), "--audio", str(SHARED_DATA / "audio" / speech),
+                     "--models", str(models), "--out", str(out), "--steps", "2", "--crf", "30"])
+    assert code == 0
+    info = probe_media(out)
+    assert info.frame_count == frame_count_for(seconds, 25.0)  # longer than the 2 s face video: ping-pong
+    assert info.video_codec == "h264" and info.audio_codec == "aac"
+    assert abs(info.audio_duration_s - seconds) < 1 / 25
+    assert (info.width, info.height) == (512, 512)
+
+
+def test_render_from_a_photo(fitted, tmp_path):
+    clip, models, _ = fitted
+    frames, _ = read_video(clip, max_frames=1)
+    photo = tmp_path / "photo.png"
+    import cv2
+
+    cv2.imwrite(str(photo), cv2.cvtColor(frames[0], cv2.COLOR_RGB2BGR))
+    out = tmp_path / "photo.mp4"
+    assert cli_main(["render", "--face", str(photo), "--audio", str(SHARED_DATA / "audio" / "silence_16k.wav"),
+                     "--models", str(models), "--out", str(out), "--steps", "1", "--fps", "30"]) == 0
+    assert probe_media(out).frame_count == 60
+
+
+def test_bad_inputs_name_the_problem(fitted, tmp_path):
+    from pipelines.render import RenderSettings, load_talking_head_models, render_video
+
+    clip, models, _ = fitted
+    loaded = load_talking_head_models(models)
+    # A photo without a face.
+    blank = tmp_path / "blank.png"
+    import cv2
+
+    cv2.imwrite(str(blank), np.full((256, 256, 3), 200, np.uint8))
+    with pytest.raises(LandmarkTalkError, match="blank.png"):
+        render_video(blank, SHARED_DATA / "audio" / "tts_en_22k.wav", loaded, tmp_path / "a.mp4",
+                     RenderSettings(steps=1))
+    # Audio shorter than one frame.
+    import soundfile
+
+    soundfile.write(tmp_path / "blip.wav", np.zeros(200, np.float32), 16000)
+    with pytest.raises(LandmarkTalkError, match="shorter than one frame"):
+        render_video(clip, tmp_path / "blip.wav", loaded, tmp_path / "b.mp4", RenderSettings(steps=1))
+    assert not (tmp_path / "a.mp4").exists() and not (tmp_path / "b.mp4").exists()
+    assert not list(tmp_path.glob(".*partial*"))
+    # A models folder missing a file names the file and the folder.
+    partial = tmp_path / "models"
+    shutil.copytree(models, partial)
+    (partial / "a2l.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match=r"a2l\.safetensors.*models"):
+        load_talking_head_models(partial)
+    # An L2V checkpoint from another latent space is refused.
+    other = tmp_path / "other"
+    shutil.copytree(models, other)
+    from pipelines.checkpoint import load_checkpoint, save_checkpoint
+
+    autoencoder = load_checkpoint(other / "face_autoencoder.safetensors", "face_autoencoder")
+    with __import__("torch").no_grad():
+        next(autoencoder.parameters()).add_(0.01)
+    save_checkpoint(autoencoder, other / "face_autoencoder.safetensors", overwrite=True)
+    with pytest.raises(LandmarkTalkError, match="latent space"):
+        load_talking_head_models(other)
+
+
+def test_render_refuses_to_overwrite(fitted, tmp_path):
+    clip, models, _ = fitted
+    out = tmp_path / "mine.mp4"
+    out.write_bytes(b"keep me")
+    code = cli_main(["render", "--face", str(clip), "--audio", str(SHARED_DATA / "audio" / "tts_en_22k.wav"),
+                     "--models", str(models), "--out", str(out), "--steps", "1"])
+    assert code == 2 and out.read_bytes() == b"keep me"
