@@ -1,27 +1,62 @@
 """The pack's model folder, ``models/landmarktalk/``, registered with ComfyUI's ``folder_paths``."""
 from __future__ import annotations
 
+import logging
 import os
 
 import folder_paths
 
+from ..pipelines.checkpoint import read_checkpoint_metadata
+from ..pipelines.errors import LandmarkTalkError
+
 FOLDER_NAME = "landmarktalk"
 
-__all__ = ["FOLDER_NAME", "register_models_folder", "list_model_files", "resolve_model_file"]
+__all__ = ["FOLDER_NAME", "register_models_folder", "list_model_files", "resolve_model_file", "model_folder"]
+
+logger = logging.getLogger(__name__)
 
 
 def register_models_folder() -> None:
-    """Add models/landmarktalk (keeping users' extra paths) and make it list .safetensors files."""
+    """Add models/landmarktalk (keeping users' extra paths) and make it list .safetensors files only."""
     path = os.path.join(folder_paths.models_dir, FOLDER_NAME)
     folder_paths.add_model_folder_path(FOLDER_NAME, path)
     paths, extensions = folder_paths.folder_names_and_paths[FOLDER_NAME]
-    # A folder name new to folder_paths starts with an empty extension filter, which lists nothing.
+    # A folder name new to folder_paths starts with an empty extension filter, which lists every file.
     folder_paths.folder_names_and_paths[FOLDER_NAME] = (paths, set(extensions) | {".safetensors"})
 
 
-def list_model_files() -> list[str]:
-    return folder_paths.get_filename_list(FOLDER_NAME)
+def list_model_files(kind: str | None = None) -> list[str]:
+    """Checkpoint names in the folder; with ``kind``, only those whose header says that kind.
+
+    Only the safetensors header is read, so this is cheap enough for ``define_schema`` (re-run on
+    every /object_info, i.e. when the user presses R).
+    """
+    names = folder_paths.get_filename_list(FOLDER_NAME)
+    if kind is None:
+        return names
+    kept = []
+    for name in names:
+        path = folder_paths.get_full_path(FOLDER_NAME, name)
+        try:
+            if path and read_checkpoint_metadata(path).get("landmarktalk.kind") == kind:
+                kept.append(name)
+        except (LandmarkTalkError, OSError) as exc:
+            logger.debug("models/%s/%s skipped: %s", FOLDER_NAME, name, exc)
+    return kept
 
 
-def resolve_model_file(name: str) -> str:
-    return folder_paths.get_full_path_or_raise(FOLDER_NAME, name)
+def resolve_model_file(name: str, input_name: str = "model_name") -> str:
+    """Full path of ``name`` in the folder, or a FileNotFoundError that says where to put it."""
+    path = folder_paths.get_full_path(FOLDER_NAME, name) if name else None
+    if path is None:
+        folders = ", ".join(folder_paths.get_folder_paths(FOLDER_NAME)) or f"models/{FOLDER_NAME}"
+        raise FileNotFoundError(
+            f"{input_name}: {name!r} is not in models/{FOLDER_NAME}/ ({folders}); copy the checkpoint there "
+            "(or train one with `python -m pipelines fit`) and press R to refresh the list"
+        )
+    return path
+
+
+def model_folder() -> str:
+    """The first models/landmarktalk folder: where optional backend weights (dlib, FAN) are looked for."""
+    return folder_paths.get_folder_paths(FOLDER_NAME)[0]

@@ -22,6 +22,7 @@ _COMMANDS: dict[str, str] = {
     "fit": ".render_cli:add_fit_command",
     "render": ".render_cli:add_render_command",
     "evaluate": ".evaluate_cli:add_evaluate_command",
+    "convert": ".convert:add_convert_command",
 }
 
 

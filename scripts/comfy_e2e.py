@@ -1,13 +1,22 @@
 """End-to-end check of the pack inside a real ComfyUI.
 
 Links this repository into ``<comfyui>/custom_nodes/ComfyUI-LandmarkTalk``, starts ComfyUI headless on
-127.0.0.1 (a free port, ``--cpu`` by default, scratch input/output/user folders), waits for it, reads
-``/object_info`` and checks the ``LandmarkTalk*`` nodes against the expected list, then stops the server.
+127.0.0.1 (a free port, ``--cpu`` by default, scratch input/output/models/user folders), waits for it, and
+checks the pack: its log lines, the models folder, the frontend extension, the ``LandmarkTalk*`` nodes in
+``/object_info`` against the ids written in ``nodes/*.py``, and every example workflow against
+``/object_info``. Then, optionally:
 
-    python scripts/comfy_e2e.py --comfyui-dir /path/to/ComfyUI --python /path/to/comfy-venv/bin/python
+- ``--write-object-info PATH``: writes the snapshot tests/test_workflow_schemas.py checks workflows against;
+- ``--run-workflows``: converts each example and test workflow to an API prompt, runs it on small cuts of
+  the shared test media with tiny models (fitted by the engine's own ``fit``, two steps per model),
+  probes every saved video (audio present, frame count = round(speech duration × fps)), checks that
+  ``/free {"unload_models": true}`` unloads our models and that ``/interrupt`` stops a run and leaves no file.
+
+    python scripts/comfy_e2e.py --comfyui-dir /path/to/ComfyUI --python /path/to/comfy-venv/bin/python --run-workflows
 
 Without ``--comfyui-dir`` or ``COMFYUI_DIR`` it prints a skip message and exits 0. Exit codes: 0 passed or
-skipped, 1 a check failed, 2 ComfyUI could not be set up or started. Standard library only.
+skipped, 1 a check failed, 2 ComfyUI could not be set up or started. Standard library only (the media
+probing and training run in ComfyUI's Python, which has the pack's dependencies).
 """
 from __future__ import annotations
 
@@ -28,6 +37,9 @@ import urllib.request
 from pathlib import Path
 
 PACK_DIR = Path(__file__).resolve().parent.parent
+WORKFLOWS_DIR = PACK_DIR / "example_workflows"
+TEST_WORKFLOWS_DIR = PACK_DIR / "tests" / "data"
+SNAPSHOT_PATH = TEST_WORKFLOWS_DIR / "object_info_landmarktalk.json"
 LINK_NAME = "ComfyUI-LandmarkTalk"
 NODE_PREFIX = "LandmarkTalk"
 MODELS_FOLDER = "landmarktalk"
@@ -93,6 +105,284 @@ def fetch_json(base_url: str, route: str, payload: dict | None = None, timeout_s
     return json.loads(body) if body else None
 
 
+# ---------------------------------------------------------------------------------------------------
+# UI-format workflows (what the frontend saves) → API-format prompts (what /prompt runs), driven by
+# /object_info; and checks of both against /object_info (used offline by tests/test_workflow_schemas.py).
+
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO", "COMFY_DYNAMICCOMBO_V3"}
+DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3"
+# Upload combos are followed in widgets_values by frontend-only values (the upload button, the preview).
+UPLOAD_EXTRA_VALUES = {"image_upload": 1, "video_upload": 1, "audio_upload": 2}
+FRONTEND_ONLY_NODES = {"Note", "MarkdownNote"}
+MODE_MUTED = 2
+
+
+class WorkflowError(ValueError):
+    """A workflow that does not fit /object_info; the message names the node and the input."""
+
+
+def input_type(spec: list) -> str:
+    """The socket type of an /object_info input spec (V1 list combos are COMBO)."""
+    return "COMBO" if isinstance(spec[0], list) else str(spec[0])
+
+
+def input_options(spec: list) -> dict:
+    return spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+
+
+def combo_options(spec: list) -> list:
+    return spec[0] if isinstance(spec[0], list) else list(input_options(spec).get("options") or [])
+
+
+def is_widget(spec: list) -> bool:
+    """Whether the frontend shows this input as a widget (so it has a slot in widgets_values)."""
+    options = input_options(spec)
+    return input_type(spec) in WIDGET_TYPES and not options.get("forceInput") and not options.get("hidden")
+
+
+def ordered_inputs(info: dict) -> list[tuple[str, list]]:
+    """(name, spec) of a node's inputs in widget order: required then optional, as input_order says."""
+    inputs = info.get("input", {})
+    order = info.get("input_order") or {section: list(inputs.get(section) or {}) for section in ("required", "optional")}
+    return [(name, inputs[section][name]) for section in ("required", "optional")
+            for name in order.get(section) or [] if name in (inputs.get(section) or {})]
+
+
+def _take_widget_values(name: str, spec: list, values: list, index: int, out: dict, where: str) -> int:
+    """Put the widget ``name`` (and a dynamic combo's selected children, as dotted names) into ``out``."""
+    if index >= len(values):
+        raise WorkflowError(f"{where}: widgets_values has no value for {name!r}")
+    value = values[index]
+    out[name] = value
+    index += 1
+    options = input_options(spec)
+    if options.get("control_after_generate"):
+        index += 1  # the frontend's "fixed"/"randomize" value
+    index += next((extra for flag, extra in UPLOAD_EXTRA_VALUES.items() if options.get(flag)), 0)
+    if input_type(spec) == DYNAMIC_COMBO:
+        chosen = next((o for o in options.get("options", []) if o.get("key") == value), None)
+        if chosen is None:
+            keys = [o.get("key") for o in options.get("options", [])]
+            raise WorkflowError(f"{where}: {name!r} = {value!r} is not one of {keys}")
+        for child, child_spec in ordered_inputs({"input": chosen.get("inputs", {})}):
+            if is_widget(child_spec):
+                index = _take_widget_values(f"{name}.{child}", child_spec, values, index, out, where)
+    return index
+
+
+def expected_widget_count(info: dict, values: list) -> int:
+    """How many widgets_values a node of this /object_info entry holds (dynamic combos read their choice)."""
+    scratch: dict = {}
+    index = 0
+    for name, spec in ordered_inputs(info):
+        if is_widget(spec):
+            index = _take_widget_values(name, spec, values, index, scratch, info.get("name", "?"))
+    return index
+
+
+def workflow_to_prompt(workflow: dict, object_info: dict) -> dict:
+    """Convert a UI-format workflow into the API format /prompt takes (no subgraphs, primitives, bypass)."""
+    if workflow.get("definitions", {}).get("subgraphs"):
+        raise WorkflowError("subgraphs are not supported; flatten the workflow")
+    links = {link[0]: link for link in workflow.get("links", [])}
+    prompt: dict = {}
+    for node in workflow.get("nodes", []):
+        node_type, where = node.get("type"), f"node {node.get('id')} ({node.get('type')})"
+        if node_type in FRONTEND_ONLY_NODES or node.get("mode") == MODE_MUTED:
+            continue
+        if node.get("mode", 0) != 0:
+            raise WorkflowError(f"{where}: mode {node.get('mode')} (bypass) is not supported; unbypass or delete it")
+        if node_type not in object_info:
+            raise WorkflowError(f"{where}: no node type {node_type!r} in /object_info (missing pack?)")
+        info = object_info[node_type]
+        inputs: dict = {}
+        values = node.get("widgets_values") or []
+        if isinstance(values, dict):
+            raise WorkflowError(f"{where}: dict widgets_values are not supported")
+        index = 0
+        for name, spec in ordered_inputs(info):
+            if is_widget(spec):
+                index = _take_widget_values(name, spec, values, index, inputs, where)
+        if index != len(values):
+            raise WorkflowError(f"{where}: {len(values)} widgets_values, /object_info implies {index}")
+        for slot in node.get("inputs", []):
+            if slot.get("link") is None:
+                continue
+            link = links.get(slot["link"])
+            if link is None:
+                raise WorkflowError(f"{where}: input {slot.get('name')!r} names link {slot['link']}, which does not exist")
+            inputs[slot["name"]] = [str(link[1]), int(link[2])]
+        prompt[str(node["id"])] = {"class_type": node_type, "inputs": inputs,
+                                   "_meta": {"title": node.get("title") or info.get("display_name") or node_type}}
+    for node_id, entry in prompt.items():
+        for name, value in entry["inputs"].items():
+            if isinstance(value, list) and len(value) == 2 and isinstance(value[0], str) and value[0] not in prompt:
+                raise WorkflowError(f"node {node_id}: input {name!r} is linked to node {value[0]}, which is not run")
+    return prompt
+
+
+def _dynamic_spec(info: dict, name: str, inputs: dict) -> list | None:
+    """The spec of a dotted dynamic-combo child name (``format.codec``), following the chosen keys."""
+    head, *rest = name.split(".")
+    spec = dict(ordered_inputs(info)).get(head)
+    path = head
+    for part in rest:
+        if spec is None or input_type(spec) != DYNAMIC_COMBO:
+            return None
+        chosen = next((o for o in input_options(spec).get("options", []) if o.get("key") == inputs.get(path)), None)
+        spec = dict(ordered_inputs({"input": chosen.get("inputs", {})})).get(part) if chosen else None
+        path = f"{path}.{part}"
+    return spec
+
+
+def validate_prompt(prompt: dict, object_info: dict, *, check_file_lists: bool = False) -> list[str]:
+    """Problems /prompt validation would find: unknown inputs, missing required ones, link and value types.
+
+    File-list combos (uploads, model folders) are only checked with ``check_file_lists``, since their
+    options depend on the machine.
+    """
+    problems = []
+    for node_id, entry in prompt.items():
+        info = object_info.get(entry["class_type"])
+        where = f"node {node_id} ({entry['class_type']})"
+        if info is None:
+            problems.append(f"{where}: unknown node type")
+            continue
+        required = info.get("input", {}).get("required") or {}
+        for name in required:
+            if name not in entry["inputs"]:
+                problems.append(f"{where}: required input {name!r} is missing")
+        for name, value in entry["inputs"].items():
+            spec = _dynamic_spec(info, name, entry["inputs"])
+            if spec is None:
+                problems.append(f"{where}: no input {name!r} in /object_info")
+                continue
+            kind = input_type(spec)
+            if isinstance(value, list) and len(value) == 2 and isinstance(value[0], str):
+                origin = prompt.get(value[0])
+                if origin is None:
+                    problems.append(f"{where}: {name!r} linked to missing node {value[0]}")
+                    continue
+                outputs = object_info.get(origin["class_type"], {}).get("output", [])
+                if value[1] >= len(outputs):
+                    problems.append(f"{where}: {name!r} linked to output {value[1]} of {origin['class_type']}, which has {len(outputs)}")
+                elif outputs[value[1]] != kind and "*" not in (kind, outputs[value[1]]):
+                    problems.append(f"{where}: {name!r} ({kind}) linked to a {outputs[value[1]]} output")
+                continue
+            options = input_options(spec)
+            if kind in ("COMBO", DYNAMIC_COMBO):
+                choices = ([o.get("key") for o in options.get("options", [])] if kind == DYNAMIC_COMBO
+                           else combo_options(spec))
+                file_list = any(options.get(flag) for flag in UPLOAD_EXTRA_VALUES) or name == "model_name"
+                if (check_file_lists or not file_list) and value not in choices:
+                    problems.append(f"{where}: {name!r} = {value!r} is not one of {choices[:8]}")
+            elif kind in ("INT", "FLOAT"):
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind == "INT" and not isinstance(value, int)):
+                    problems.append(f"{where}: {name!r} = {value!r} is not a {kind}")
+                elif ("min" in options and value < options["min"]) or ("max" in options and value > options["max"]):
+                    problems.append(f"{where}: {name!r} = {value} outside [{options.get('min')}, {options.get('max')}]")
+            elif kind == "BOOLEAN" and not isinstance(value, bool):
+                problems.append(f"{where}: {name!r} = {value!r} is not a BOOLEAN")
+            elif kind == "STRING" and not isinstance(value, str):
+                problems.append(f"{where}: {name!r} = {value!r} is not a STRING")
+            elif kind not in WIDGET_TYPES:
+                problems.append(f"{where}: socket input {name!r} ({kind}) has a constant instead of a link")
+    return problems
+
+
+def validate_workflow(workflow: dict, object_info: dict) -> list[str]:
+    """Check a UI-format workflow against /object_info: node types, input names/types, links, widget counts."""
+    problems = []
+    nodes = {node["id"]: node for node in workflow.get("nodes", [])}
+    for node in nodes.values():
+        where = f"node {node['id']} ({node.get('type')})"
+        if node.get("type") in FRONTEND_ONLY_NODES:
+            continue
+        info = object_info.get(node.get("type"))
+        if info is None:
+            problems.append(f"{where}: no such node type in the /object_info snapshot")
+            continue
+        specs = dict(ordered_inputs(info))
+        for slot in node.get("inputs", []):
+            spec = specs.get(slot.get("name"))
+            if spec is None:
+                problems.append(f"{where}: input {slot.get('name')!r} does not exist")
+            elif slot.get("type") != input_type(spec) and input_type(spec) != "*":
+                problems.append(f"{where}: input {slot['name']!r} typed {slot.get('type')!r}, /object_info says {input_type(spec)!r}")
+        for name, spec in specs.items():
+            if not is_widget(spec) and name in (info.get("input", {}).get("required") or {}):
+                if not any(s.get("name") == name and s.get("link") is not None for s in node.get("inputs", [])):
+                    problems.append(f"{where}: required socket {name!r} is not connected")
+        outputs = info.get("output", [])
+        for slot_index, slot in enumerate(node.get("outputs", [])):
+            if slot_index >= len(outputs):
+                problems.append(f"{where}: output slot {slot_index} ({slot.get('name')}) does not exist")
+            elif slot.get("type") != outputs[slot_index]:
+                problems.append(f"{where}: output {slot_index} typed {slot.get('type')!r}, /object_info says {outputs[slot_index]!r}")
+        try:
+            count = expected_widget_count(info, node.get("widgets_values") or [])
+            if count != len(node.get("widgets_values") or []):
+                problems.append(f"{where}: {len(node.get('widgets_values') or [])} widgets_values, expected {count}")
+        except WorkflowError as exc:
+            problems.append(str(exc))
+    for link in workflow.get("links", []):
+        link_id, origin_id, origin_slot, target_id, target_slot, link_type = link[:6]
+        origin, target = nodes.get(origin_id), nodes.get(target_id)
+        if origin is None or target is None:
+            problems.append(f"link {link_id}: joins missing node {origin_id if origin is None else target_id}")
+            continue
+        origin_outputs = object_info.get(origin["type"], {}).get("output", [])
+        if origin_slot >= len(origin_outputs) or origin_outputs[origin_slot] != link_type:
+            problems.append(f"link {link_id}: typed {link_type!r} but {origin['type']} output {origin_slot} is "
+                            f"{origin_outputs[origin_slot] if origin_slot < len(origin_outputs) else 'missing'}")
+        if target_slot >= len(target.get("inputs", [])) or target["inputs"][target_slot].get("link") != link_id:
+            problems.append(f"link {link_id}: {target['type']} input slot {target_slot} does not point back at it")
+        elif link_type != target["inputs"][target_slot].get("type"):
+            problems.append(f"link {link_id}: typed {link_type!r} into {target['type']}."
+                            f"{target['inputs'][target_slot]['name']} ({target['inputs'][target_slot].get('type')})")
+        if link_id not in (origin.get("outputs", [{}] * (origin_slot + 1))[origin_slot].get("links") or []):
+            problems.append(f"link {link_id}: {origin['type']} output {origin_slot} does not list it")
+    if not problems:
+        try:
+            problems += validate_prompt(workflow_to_prompt(workflow, object_info), object_info)
+        except WorkflowError as exc:
+            problems.append(str(exc))
+    return problems
+
+
+def workflow_paths() -> list[Path]:
+    """The example workflows, then the test workflows in tests/data."""
+    return sorted(WORKFLOWS_DIR.glob("*.json")) + sorted(TEST_WORKFLOWS_DIR.glob("workflow_*.json"))
+
+
+def workflow_node_types(paths: list[Path]) -> set[str]:
+    """Every node type the given workflows use."""
+    types = set()
+    for path in paths:
+        types |= {node["type"] for node in json.loads(path.read_text(encoding="utf-8")).get("nodes", [])}
+    return types - FRONTEND_ONLY_NODES
+
+
+def object_info_snapshot(object_info: dict, extra_types: set[str], comfyui_version: str) -> dict:
+    """Our nodes' /object_info entries plus the core ones the workflows use, file lists emptied."""
+    snapshot = {"_comfyui_version": comfyui_version}
+    for node_type in sorted(object_info):
+        if not (node_type.startswith(NODE_PREFIX) or node_type in extra_types):
+            continue
+        entry = json.loads(json.dumps(object_info[node_type]))
+        for section in ("required", "optional"):
+            for name, spec in (entry.get("input", {}).get(section) or {}).items():
+                options = input_options(spec)
+                if any(options.get(flag) for flag in UPLOAD_EXTRA_VALUES) or (
+                        node_type.startswith(NODE_PREFIX) and name == "model_name"):
+                    if isinstance(spec[0], list):
+                        spec[0] = []
+                    else:
+                        options["options"] = []
+        snapshot[node_type] = entry
+    return snapshot
+
+
 class ComfyServer:
     """A ComfyUI process on 127.0.0.1 with its own scratch folders; a context manager that always stops it."""
 
@@ -111,12 +401,26 @@ class ComfyServer:
         cmd = [self.python, "main.py", "--listen", LOOPBACK, "--port", str(self.port), "--disable-auto-launch",
                "--disable-api-nodes", "--database-url", "sqlite:///:memory:"]
         for flag, name in (("--input-directory", "input"), ("--output-directory", "output"),
-                           ("--temp-directory", "temp"), ("--user-directory", "user")):
+                           ("--temp-directory", "temp"), ("--user-directory", "user"),
+                           ("--models-directory", "models")):
             (self.work_dir / name).mkdir(parents=True, exist_ok=True)
             cmd += [flag, str(self.work_dir / name)]
         if self.device == "cpu":
             cmd.append("--cpu")
         return cmd
+
+    @property
+    def models_dir(self) -> Path:
+        """The scratch models folder the server reads (our checkpoints go in its landmarktalk/)."""
+        return self.work_dir / "models"
+
+    @property
+    def input_dir(self) -> Path:
+        return self.work_dir / "input"
+
+    @property
+    def output_dir(self) -> Path:
+        return self.work_dir / "output"
 
     def start(self, timeout_s: float) -> None:
         self._log_file = open(self.log_path, "wb")
@@ -184,8 +488,8 @@ def check_node_schema(node_id: str, info: dict) -> list[str]:
     return problems
 
 
-def check_pack(server: ComfyServer, expected: list[str] | None, strict: bool) -> list[str]:
-    """Run the checks against a started server; return the failures (empty when all passed)."""
+def check_pack(server: ComfyServer, expected: list[str] | None, strict: bool) -> tuple[list[str], dict]:
+    """Run the checks against a started server; return the failures (empty when all passed) and /object_info."""
     failures = []
     pack_lines = pack_log_lines(server.log_text())
     print("pack lines in the server log:")
@@ -199,6 +503,15 @@ def check_pack(server: ComfyServer, expected: list[str] | None, strict: bool) ->
     else:
         folder = next(f for f in folders if f.get("name") == MODELS_FOLDER)
         print(f"models folder: {folder}")
+
+    extensions = [url for url in fetch_json(server.base_url, "/extensions") if f"/{LINK_NAME}/" in url]
+    print(f"frontend extension files: {extensions}")
+    if not extensions:
+        failures.append(f"/extensions lists no file of {LINK_NAME}: WEB_DIRECTORY was not registered")
+    for url in extensions:
+        with urllib.request.urlopen(server.base_url + url, timeout=30) as response:
+            if response.status != 200 or b"registerExtension" not in response.read():
+                failures.append(f"{url}: not served, or not a frontend extension")
 
     object_info = fetch_json(server.base_url, "/object_info", timeout_s=120.0)
     registered = sorted(node_id for node_id in object_info if node_id.startswith(NODE_PREFIX))
@@ -216,6 +529,300 @@ def check_pack(server: ComfyServer, expected: list[str] | None, strict: bool) ->
         print(f"style: {problem}")
     if strict:
         failures += style_problems
+    for path in workflow_paths():
+        problems = validate_workflow(json.loads(path.read_text(encoding="utf-8")), object_info)
+        print(f"workflow {path.name}: {'valid' if not problems else f'{len(problems)} problem(s)'}")
+        failures += [f"{path.name}: {problem}" for problem in problems]
+    return failures, object_info
+
+
+# ---------------------------------------------------------------------------------------------------
+# Running the workflows: inputs made from the shared test media, tiny models, outputs probed.
+
+CLIENT_ID = "landmarktalk-e2e"
+# Input files the workflows name → (file in the shared media folder, ffmpeg options that make it small).
+WORKFLOW_INPUTS = {
+    "landmarktalk_face.mp4": ("clips/vretalking_face_2.mp4",
+                              ["-t", "2", "-vf", "scale=256:256", "-r", "25", "-c:v", "libx264", "-pix_fmt", "yuv420p",
+                               "-c:a", "aac"]),
+    "landmarktalk_face.png": ("images/happy.png", ["-vf", "scale=256:256"]),
+    "landmarktalk_speech.wav": ("audio/RD_Radio31_000.wav", ["-t", "2.4", "-ac", "1"]),
+}
+# Which input's duration an output video must follow (frame count = round(duration × fps)).
+SPEECH_INPUT = "landmarktalk_speech.wav"
+_PROBE_SCRIPT = (
+    "import dataclasses, json, sys\n"
+    "from pipelines.media import probe_media\n"
+    "print(json.dumps(dataclasses.asdict(probe_media(sys.argv[1]))))\n"
+)
+
+
+# Model folders the workflows' loaders name → how the e2e makes them when no fit workflow did: the engine's own
+# `fit` with two training steps per model on the small test clip (plumbing, not quality).
+TINY_FITS = {"person": ["fit", "{clip}", "--out", "{out}", "--steps", "2", "--cache-dir", "{cache}"]}
+TRAINING_CLIP = "landmarktalk_face.mp4"
+# Nodes that load models and sample with a seed: the memory and Cancel checks run on workflows holding one.
+SAMPLING_NODES = {"LandmarkTalkLandmarkDiffusionSampler", "LandmarkTalkRender"}
+# Widget values the e2e lowers so CPU runs stay short (the workflows keep their real defaults).
+E2E_OVERRIDES = {
+    "LandmarkTalkFit": {"steps": 2},
+    "LandmarkTalkLandmarkDiffusionSampler": {"steps": 4},
+    "LandmarkTalkRender": {"steps": 4},
+}
+
+
+def e2e_prompt(path: Path, object_info: dict) -> dict:
+    """A workflow as the API prompt the e2e runs: converted, with E2E_OVERRIDES applied."""
+    prompt = workflow_to_prompt(json.loads(path.read_text(encoding="utf-8")), object_info)
+    for entry in prompt.values():
+        entry["inputs"].update(E2E_OVERRIDES.get(entry["class_type"], {}))
+    return prompt
+
+
+def workflow_model_files(paths: list[Path], object_info: dict) -> set[str]:
+    """The checkpoint names our loader nodes are set to in the given workflows."""
+    names = set()
+    for path in paths:
+        names |= {entry["inputs"]["model_name"] for entry in e2e_prompt(path, object_info).values()
+                  if entry["class_type"].startswith(NODE_PREFIX) and isinstance(entry["inputs"].get("model_name"), str)}
+    return names
+
+
+def prepare_models(server: ComfyServer, python: str, needed: set[str]) -> list[str]:
+    """Fit tiny model folders for the checkpoints the workflows need but no fit made; return failures."""
+    models = server.models_dir / MODELS_FOLDER
+    missing = sorted(name for name in needed if not (models / name).is_file())
+    folders = sorted({name.split("/")[0] for name in missing if "/" in name and name.split("/")[0] in TINY_FITS})
+    failures = [f"{name}: not in models/{MODELS_FOLDER}/ and no recipe makes it (see TINY_FITS)"
+                for name in missing if name.split("/")[0] not in folders]
+    for folder in folders:
+        values = {"clip": str(server.input_dir / TRAINING_CLIP), "cache": str(server.work_dir / "cache"),
+                  "out": str(models / folder)}
+        argv = [python, "-m", "pipelines", *[a.format(**values) for a in TINY_FITS[folder]]]
+        started = time.monotonic()
+        result = subprocess.run(argv, cwd=PACK_DIR, capture_output=True, text=True)
+        if result.returncode != 0:
+            failures.append(f"fitting {folder} failed: {result.stderr.strip()[-1500:]}")
+        else:
+            print(f"fitted tiny models/{MODELS_FOLDER}/{folder}/ in {time.monotonic() - started:.0f} s: "
+                  f"python -m pipelines {' '.join(TINY_FITS[folder][:1])} … --steps 2")
+    return failures
+
+
+def ffmpeg_path(python: str) -> str:
+    """The ffmpeg binary imageio-ffmpeg ships in ComfyUI's environment (the pack's own dependency)."""
+    result = subprocess.run([python, "-c", "import imageio_ffmpeg; print(imageio_ffmpeg.get_ffmpeg_exe())"],
+                            capture_output=True, text=True, check=True)
+    return result.stdout.strip()
+
+
+def prepare_inputs(server: ComfyServer, python: str, media_dir: Path) -> None:
+    """Write the workflows' input files (small cuts of the shared media) into the server's input folder."""
+    ffmpeg = ffmpeg_path(python)
+    for name, (source, options) in WORKFLOW_INPUTS.items():
+        if not (media_dir / source).is_file():
+            raise E2EError(f"--media-dir {media_dir}: {source} not found; point it at the shared test media")
+        subprocess.run([ffmpeg, "-y", "-v", "error", "-i", str(media_dir / source), *options,
+                        str(server.input_dir / name)], check=True)
+
+
+def probe(python: str, path: Path) -> dict:
+    """pipelines.media.probe_media of ``path``, run in ComfyUI's Python (which has the pack's dependencies)."""
+    result = subprocess.run([python, "-c", _PROBE_SCRIPT, str(path)], cwd=PACK_DIR, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"probe of {path} failed: {result.stderr.strip()[-600:]}")
+    return json.loads(result.stdout)
+
+
+def queue_prompt(server: ComfyServer, prompt: dict) -> str:
+    return fetch_json(server.base_url, "/prompt", {"prompt": prompt, "client_id": CLIENT_ID})["prompt_id"]
+
+
+def wait_for_history(server: ComfyServer, prompt_id: str, timeout_s: float) -> dict:
+    """The /history entry of a finished (or failed, or interrupted) prompt."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        history = fetch_json(server.base_url, f"/history/{prompt_id}")
+        if history and prompt_id in history:
+            return history[prompt_id]
+        time.sleep(0.25)
+    raise RuntimeError(f"prompt {prompt_id} did not finish within {timeout_s:.0f} s")
+
+
+def wait_until_running(server: ComfyServer, prompt_id: str, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        running = fetch_json(server.base_url, "/queue").get("queue_running", [])
+        if any(item[1] == prompt_id for item in running):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"prompt {prompt_id} did not start within {timeout_s:.0f} s")
+
+
+def history_error(entry: dict) -> str | None:
+    """The error or interruption message of a history entry, or None when it succeeded."""
+    for event, data in entry.get("status", {}).get("messages", []):
+        if event == "execution_error":
+            return f"{data.get('node_type')} (node {data.get('node_id')}): {data.get('exception_message', '').strip()}"
+        if event == "execution_interrupted":
+            return f"interrupted in {data.get('node_type')} (node {data.get('node_id')})"
+    return None if entry.get("status", {}).get("status_str") == "success" else "unknown failure"
+
+
+def saved_videos(server: ComfyServer, entry: dict) -> list[Path]:
+    """Files the run's output nodes saved (SaveVideo reports them as animated "images")."""
+    paths = []
+    for ui in entry.get("outputs", {}).values():
+        for item in ui.get("images", []):
+            if item.get("type") == "output" and item.get("filename", "").endswith((".mp4", ".mkv", ".webm")):
+                paths.append(server.output_dir / item.get("subfolder", "") / item["filename"])
+    return paths
+
+
+def check_video(python: str, path: Path, speech: dict) -> tuple[list[str], str]:
+    """An output video has audio and round(speech duration × fps) frames; returns (failures, summary)."""
+    info = probe(python, path)
+    expected = round(speech["duration_s"] * info["fps"] + 1e-9) if info.get("fps") else None
+    summary = (f"{path.name}: {info.get('width')}x{info.get('height')} {info.get('fps')} fps, "
+               f"{info.get('frame_count')} frames (expected {expected}), audio {info.get('audio_codec')} "
+               f"{info.get('audio_duration_s')} s")
+    failures = []
+    if not info.get("audio_codec"):
+        failures.append(f"{path.name}: no audio stream")
+    if info.get("frame_count") != expected:
+        failures.append(f"{path.name}: {info.get('frame_count')} frames, expected {expected} "
+                        f"(speech {speech['duration_s']:.3f} s at {info.get('fps')} fps)")
+    return failures, summary
+
+
+def run_workflow(server: ComfyServer, python: str, path: Path, object_info: dict, timeout_s: float) -> tuple[list[str], float]:
+    """Convert, queue and wait for one workflow; check every saved video. Returns (failures, seconds)."""
+    prompt = e2e_prompt(path, object_info)
+    started = time.monotonic()
+    entry = wait_for_history(server, queue_prompt(server, prompt), timeout_s)
+    seconds = time.monotonic() - started
+    error = history_error(entry)
+    if error:
+        return [f"{path.name}: {error}"], seconds
+    fits = [e["inputs"]["name"] for e in prompt.values() if e["class_type"] == "LandmarkTalkFit"]
+    for name in fits:
+        files = sorted(p.name for p in (server.models_dir / MODELS_FOLDER / name).glob("*.safetensors"))
+        print(f"  models/{MODELS_FOLDER}/{name}/: {files}")
+        if not {"a2l.safetensors", "l2v.safetensors", "face_autoencoder.safetensors"} <= set(files):
+            return [f"{path.name}: the fit wrote {files}, not a2l, l2v and face_autoencoder"], seconds
+    videos = saved_videos(server, entry)
+    if not videos and not fits:
+        return [f"{path.name}: ran but saved no video"], seconds
+    speech = probe(python, server.input_dir / SPEECH_INPUT)
+    failures = []
+    for video in videos:
+        video_failures, summary = check_video(python, video, speech)
+        print(f"  {summary}")
+        failures += video_failures
+    return failures, seconds
+
+
+def _output_files(server: ComfyServer) -> set[Path]:
+    return {p for p in server.output_dir.rglob("*") if p.is_file()}
+
+
+def _with_new_seeds(prompt: dict, offset: int) -> dict:
+    """The prompt with every ``seed`` input moved by ``offset``, so its sampling nodes run again."""
+    prompt = json.loads(json.dumps(prompt))
+    for entry in prompt.values():
+        if isinstance(entry["inputs"].get("seed"), int):
+            entry["inputs"]["seed"] += offset
+    return prompt
+
+
+def _model_loads(server: ComfyServer) -> int:
+    """How often ComfyUI's memory manager has loaded a model so far (its "Requested to load" log lines)."""
+    return _strip_ansi(server.log_text()).count("Requested to load ")
+
+
+def check_model_unloading(server: ComfyServer, path: Path, object_info: dict, timeout_s: float) -> list[str]:
+    """A re-run keeps the models loaded; after POST /free {"unload_models": true} the next run loads them again."""
+    prompt = e2e_prompt(path, object_info)
+    if not any("seed" in entry["inputs"] for entry in prompt.values()):
+        return []
+    loads = [_model_loads(server)]
+    for step, action in enumerate(("rerun", "free")):
+        if action == "free":
+            fetch_json(server.base_url, "/free", {"unload_models": True})
+        entry = wait_for_history(server, queue_prompt(server, _with_new_seeds(prompt, 1000 + step)), timeout_s)
+        if history_error(entry):
+            return [f"{path.name} ({action}): {history_error(entry)}"]
+        loads.append(_model_loads(server))
+    kept, reloaded = loads[1] - loads[0], loads[2] - loads[1]
+    print(f"models: a re-run loaded {kept} model(s); after /free unload_models the next run loaded {reloaded}")
+    failures = []
+    if kept:
+        failures.append(f"{path.name}: a re-run with new seeds loaded {kept} model(s) again (they should stay loaded)")
+    if not reloaded:
+        failures.append(f"{path.name}: after /free {{'unload_models': true}} no model was loaded again: not unloaded")
+    return failures
+
+
+def check_cancel(server: ComfyServer, path: Path, object_info: dict, full_run_s: float, timeout_s: float) -> list[str]:
+    """POST /interrupt half-way through a run: it stops soon, reports the interruption and writes no file."""
+    prompt = _with_new_seeds(e2e_prompt(path, object_info), 5000)
+    fetch_json(server.base_url, "/free", {"free_memory": True})  # drop cached node outputs: everything runs again
+    before = _output_files(server)
+    prompt_id = queue_prompt(server, prompt)
+    wait_until_running(server, prompt_id)
+    time.sleep(full_run_s / 2)
+    interrupted_at = time.monotonic()
+    fetch_json(server.base_url, "/interrupt", {"prompt_id": prompt_id})
+    entry = wait_for_history(server, prompt_id, timeout_s)
+    stop_s = time.monotonic() - interrupted_at
+    new_files = sorted(str(p.relative_to(server.output_dir)) for p in _output_files(server) - before)
+    message = history_error(entry) or "finished"
+    print(f"cancel: /interrupt after {full_run_s / 2:.1f} s of a {full_run_s:.1f} s run → {message}, "
+          f"{stop_s:.2f} s later; new output files: {new_files or 'none'}")
+    failures = []
+    if not message.startswith("interrupted"):
+        failures.append(f"{path.name}: /interrupt did not interrupt the run ({message})")
+    if new_files:
+        failures.append(f"{path.name}: an interrupted run left files: {new_files}")
+    return failures
+
+
+def run_workflows(server: ComfyServer, python: str, media_dir: Path, object_info: dict, timeout_s: float) -> list[str]:
+    """Run every example and test workflow whose nodes are registered (fits first, so the others can use
+    their models); check what each produced; then the memory and Cancel checks."""
+    prepare_inputs(server, python, media_dir)
+    runnable = []
+    for path in workflow_paths():
+        missing = workflow_node_types([path]) - set(object_info)
+        if missing:
+            print(f"workflow {path.name}: skipped, nodes not registered: {sorted(missing)}")
+        else:
+            runnable.append(path)
+    runnable.sort(key=lambda p: "LandmarkTalkFit" not in workflow_node_types([p]))
+    failures: list[str] = []
+    durations: dict[Path, float] = {}
+    for path in runnable:
+        if "LandmarkTalkFit" not in workflow_node_types([path]):
+            failures += prepare_models(server, python, workflow_model_files([path], object_info))
+            object_info = fetch_json(server.base_url, "/object_info", timeout_s=120.0)  # lists new inputs and models
+        workflow_failures, seconds = run_workflow(server, python, path, object_info, timeout_s)
+        print(f"workflow {path.name}: {'passed' if not workflow_failures else 'FAILED'} in {seconds:.1f} s")
+        failures += workflow_failures
+        if workflow_failures or not workflow_node_types([path]) & SAMPLING_NODES:
+            continue
+        if not durations:
+            # Right after its run, while its loaders' outputs are still cached (another prompt in between
+            # would evict them, and their models with them).
+            print(f"memory check on {path.name}:")
+            failures += check_model_unloading(server, path, object_info, timeout_s)
+        durations[path] = seconds
+    if durations:
+        # Cancel on the streaming render when it ran (it writes the file progressively), else the slowest.
+        path = max(durations, key=lambda p: ("LandmarkTalkRender" in workflow_node_types([p]), durations[p]))
+        print(f"cancel check on {path.name}:")
+        failures += check_cancel(server, path, object_info, durations[path], timeout_s)
+    else:
+        print("memory and cancel checks: skipped, no sampling workflow ran")
     return failures
 
 
@@ -232,6 +839,13 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--start-timeout", type=float, default=240.0, help="seconds to wait for the server")
     parser.add_argument("--strict", action="store_true", help="fail on style problems (category, tooltips)")
     parser.add_argument("--keep-dir", action="store_true", help="keep the scratch folder (log, outputs)")
+    parser.add_argument("--run-workflows", action="store_true",
+                        help="also run the example and test workflows (inputs cut from --media-dir) and check their videos")
+    parser.add_argument("--media-dir", default=str(PACK_DIR.parent / "shared" / "data"),
+                        help="the shared test media folder (default: ../shared/data)")
+    parser.add_argument("--prompt-timeout", type=float, default=900.0, help="seconds to wait for one workflow")
+    parser.add_argument("--write-object-info", metavar="PATH",
+                        help=f"write the /object_info snapshot the offline workflow tests use (ours: {SNAPSHOT_PATH.relative_to(PACK_DIR)})")
     return parser
 
 
@@ -252,7 +866,15 @@ def main(argv: list[str] | None = None) -> int:
             server.start(args.start_timeout)
             print(f"ComfyUI answered on {server.base_url} after {time.monotonic() - started:.1f} s")
             try:
-                failures = check_pack(server, expected, args.strict)
+                failures, object_info = check_pack(server, expected, args.strict)
+                if args.write_object_info:
+                    version = fetch_json(server.base_url, "/system_stats")["system"]["comfyui_version"]
+                    snapshot = object_info_snapshot(object_info, workflow_node_types(workflow_paths()), version)
+                    Path(args.write_object_info).write_text(json.dumps(snapshot, indent=1, sort_keys=True) + "\n",
+                                                            encoding="utf-8")
+                    print(f"/object_info snapshot of {len(snapshot) - 1} node types written to {args.write_object_info}")
+                if args.run_workflows and not failures:
+                    failures += run_workflows(server, args.python, Path(args.media_dir), object_info, args.prompt_timeout)
             except (RuntimeError, OSError, ValueError) as exc:  # a route failed or answered non-JSON
                 failures = [f"{type(exc).__name__}: {exc}"]
             if failures:

@@ -6,8 +6,9 @@ and predicts a speaker-independent landmark sequence (eq. 1). The *identity* net
 features, the speaker embedding and that intermediate sequence and refines it with the speaker's style
 (eq. 2). Both predict offsets in a canonical, pose-free space: every shape is expressed in its own
 eye-corner frame (origin between the eyes, x along the eye line, unit = inter-ocular distance), so the
-model never has to learn head position or scale; :func:`predict_landmarks` maps the result back into
-the crop using the reference's frame. Output heads start at zero, so an untrained model returns the
+model never has to learn head position or scale. Training targets are laid onto the reference by a
+least-squares similarity over skull-fixed points, so only the face's non-rigid motion is left to
+predict; :func:`predict_landmarks` maps the result back into the crop with the reference's frame. Output heads start at zero, so an untrained model returns the
 reference shape unchanged (the still-face baseline).
 """
 from __future__ import annotations
@@ -22,11 +23,14 @@ from ..audio.smoothing import TemporalSmoother, TemporalSmootherConfig
 from ..errors import LandmarkTalkError
 from ..types import AudioFeatures, Landmarks
 
-__all__ = ["A2LConfig", "A2L", "predict_landmarks", "to_canonical", "from_canonical", "lip_opening"]
+__all__ = ["A2LConfig", "A2L", "predict_landmarks", "to_canonical", "from_canonical", "align_to_reference", "lip_opening"]
 
 _NUM_POINTS = 68
 _EYE_CORNERS = (36, 39, 42, 45)  # corners barely move when blinking, unlike the lids
 _INNER_LIP_PAIRS = ((61, 67), (62, 66), (63, 65))
+# Points that move rigidly with the skull: nose bridge and base, and the eye corners (not the lids,
+# which blink, nor the brows, which emote, nor the jaw, which speaks).
+_RIGID_POINTS = (27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 39, 42, 45)
 # Which points the network moves. Speech barely determines eyes, brows and nose, and on a few minutes of
 # data predicting them only adds error, so by default they stay where the reference (the pose source) has them.
 _DRIVEN_POINTS = {"all": tuple(range(68)), "mouth_jaw": tuple(range(0, 17)) + tuple(range(48, 68))}
@@ -182,6 +186,25 @@ def from_canonical(canonical: np.ndarray, frames: np.ndarray) -> np.ndarray:
     return np.einsum("...ij,...pj->...pi", inverse, shifted).astype(np.float32)
 
 
+def align_to_reference(points: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Move each shape [..., 68, 2] by the similarity that best lays its rigid points onto ``reference``'s.
+
+    Least squares over 13 skull-fixed points (nose, eye corners): far steadier than a frame from the four
+    eye corners alone, whose jitter a ~1 inter-ocular lever arm would amplify at the mouth.
+    """
+    points = np.asarray(points, dtype=np.float64)
+    reference = np.asarray(reference, dtype=np.float64)
+    z = points[..., _RIGID_POINTS, 0] + 1j * points[..., _RIGID_POINTS, 1]
+    w = reference[..., _RIGID_POINTS, 0] + 1j * reference[..., _RIGID_POINTS, 1]
+    zc = z - z.mean(axis=-1, keepdims=True)
+    wc = w - w.mean(axis=-1, keepdims=True)
+    # 2-D similarity as one complex factor a (rotation and scale) and a shift b: w ≈ a z + b.
+    a = (np.conj(zc) * wc).sum(axis=-1) / np.maximum((np.abs(zc) ** 2).sum(axis=-1), 1e-12)
+    b = w.mean(axis=-1) - a * z.mean(axis=-1)
+    moved = a[..., None] * (points[..., 0] + 1j * points[..., 1]) + b[..., None]
+    return np.stack([moved.real, moved.imag], axis=-1).astype(np.float32)
+
+
 def lip_opening(points: np.ndarray) -> np.ndarray:
     """Mean inner-lip gap [...] of landmarks [..., 68, 2], in the points' units."""
     points = np.asarray(points)
@@ -196,8 +219,8 @@ def predict_landmarks(
     """Landmarks [T, 68, 2] in the reference's crop for every frame of ``features``.
 
     ``reference`` holds one frame (a photo: every output frame takes its pose) or T frames (a video: each
-    output frame takes the pose of its reference frame, and the identity shape is their median, so the
-    reference's own mouth motion does not leak into the result). ``speaker`` is a
+    output frame is laid onto its reference frame's rigid points, and the identity shape is the median
+    of the frames aligned to the first, so the reference's own mouth motion does not leak into the result). ``speaker`` is a
     :func:`~pipelines.audio.compute_speaker_embedding` vector made with the model's ``speaker_method``.
     """
     config = model.config
@@ -221,7 +244,7 @@ def predict_landmarks(
     if speaker.shape != (config.speaker_dim,) or not np.isfinite(speaker).all():
         raise LandmarkTalkError(f"speaker: expected a finite [{config.speaker_dim}] embedding, got shape {speaker.shape}")
     canonical, frames = to_canonical(reference.points)
-    shape = np.median(canonical, axis=0) if num_refs > 1 else canonical[0]
+    shape = np.median(align_to_reference(canonical, canonical[0]), axis=0) if num_refs > 1 else canonical[0]
 
     parameter = next(model.parameters())
     device, dtype = parameter.device, parameter.dtype
@@ -243,5 +266,5 @@ def predict_landmarks(
     finally:
         model.train(was_training)
     predicted = np.concatenate(outputs)
-    placed = from_canonical(predicted, frames if num_refs > 1 else frames[0])
+    placed = align_to_reference(predicted, reference.points) if num_refs > 1 else from_canonical(predicted, frames[0])
     return Landmarks(points=placed.astype(np.float32), crop_size=reference.crop_size, fps=features.fps)

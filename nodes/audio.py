@@ -1,0 +1,59 @@
+"""Audio nodes: per-frame feature windows and the speaker (voice identity) embedding."""
+from __future__ import annotations
+
+from comfy_api.latest import io
+
+from ..pipelines.audio import compute_audio_features, compute_speaker_embedding
+from ..pipelines.audio.features import DEFAULT_WINDOW
+from ._convert import audio_from_comfy
+from ._types import A2LModelType, AudioFeaturesType, SpeakerType
+
+__all__ = ["NODES"]
+
+
+class LandmarkTalkAudioFeatures(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="LandmarkTalkAudioFeatures",
+            display_name="Audio Features",
+            category="LandmarkTalk/audio",
+            description="Log-mel windows of the speech centred on every video frame: round(duration × fps) frames.",
+            inputs=[
+                io.Audio.Input("audio", tooltip="The speech to lip-sync (any rate; mixed down to 16 kHz mono)."),
+                io.Float.Input("fps", default=25.0, min=1.0, max=240.0, step=0.001,
+                               tooltip="Frame rate of the video to make: one feature window per frame."),
+                io.Int.Input("window", default=DEFAULT_WINDOW, min=2, max=200,
+                             tooltip="10 ms log-mel steps per window; must match the A2L model's (20 unless trained otherwise)."),
+            ],
+            outputs=[AudioFeaturesType.Output("features", tooltip="Feature windows [frames, window, 80].")],
+        )
+
+    @classmethod
+    def execute(cls, audio, fps=25.0, window=DEFAULT_WINDOW) -> io.NodeOutput:
+        features = compute_audio_features(audio_from_comfy(audio), fps, window=window)
+        return io.NodeOutput(features, ui={"landmarktalk_summary": [f"{len(features)} frames at {fps:g} fps"]})
+
+
+class LandmarkTalkSpeakerEmbedding(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="LandmarkTalkSpeakerEmbedding",
+            display_name="Speaker Embedding",
+            category="LandmarkTalk/audio",
+            description="A voice identity vector of some speech, made the way the A2L model expects, for Predict Landmarks.",
+            inputs=[
+                A2LModelType.Input("a2l", tooltip="The A2L model: sets the embedding method it was trained with."),
+                io.Audio.Input("audio", tooltip="Speech of the voice to embed (a few seconds or more, not silence)."),
+            ],
+            outputs=[SpeakerType.Output("speaker", tooltip="Unit-length float32 [256] voice embedding.")],
+        )
+
+    @classmethod
+    def execute(cls, a2l, audio) -> io.NodeOutput:
+        method = a2l.model.config.speaker_method
+        return io.NodeOutput(compute_speaker_embedding(audio_from_comfy(audio), method=method))
+
+
+NODES = [LandmarkTalkAudioFeatures, LandmarkTalkSpeakerEmbedding]

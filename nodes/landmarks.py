@@ -1,0 +1,67 @@
+"""Landmark nodes: speech → landmarks (A2L) and temporal smoothing of a landmark sequence."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+from comfy_api.latest import io
+
+from ..pipelines.audio import smooth_landmark_track
+from ..pipelines.errors import LandmarkTalkError
+from ..pipelines.models.a2l import predict_landmarks
+from ._convert import models_on_device
+from ._types import A2LModelType, AudioFeaturesType, LandmarksType, SpeakerType
+
+__all__ = ["NODES"]
+
+
+class LandmarkTalkPredictLandmarks(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="LandmarkTalkPredictLandmarks",
+            display_name="Predict Landmarks",
+            category="LandmarkTalk/landmarks",
+            description="Predict the 68 face landmarks of every frame from speech (A2L), placed on the reference face.",
+            inputs=[
+                A2LModelType.Input("a2l", tooltip="The A2L model (Load A2L Model)."),
+                AudioFeaturesType.Input("features", tooltip="Audio Features of the speech, at the output frame rate."),
+                LandmarksType.Input("reference", tooltip="Landmarks of the face (Align Faces): one frame for a photo, or "
+                                                        "one per output frame for a video (its head pose is kept)."),
+                SpeakerType.Input("speaker", tooltip="Voice identity: Load A2L Model's fitted_speaker (the fitted "
+                                                    "person) or Speaker Embedding of another voice."),
+            ],
+            outputs=[LandmarksType.Output("landmarks", tooltip="One landmark frame per audio frame, in the reference's crop.")],
+        )
+
+    @classmethod
+    def execute(cls, a2l, features, reference, speaker) -> io.NodeOutput:
+        if speaker is None:
+            raise LandmarkTalkError("speaker: the A2L model has no fitted voice (speaker.npy) beside it; "
+                                    "connect Speaker Embedding instead")
+        models_on_device(a2l)
+        return io.NodeOutput(predict_landmarks(a2l.model, features, reference, speaker))
+
+
+class LandmarkTalkSmoothLandmarks(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="LandmarkTalkSmoothLandmarks",
+            display_name="Smooth Landmarks",
+            category="LandmarkTalk/landmarks",
+            description="Remove frame-to-frame jitter from a landmark sequence (Savitzky–Golay filter over time).",
+            inputs=[
+                LandmarksType.Input("landmarks", tooltip="A landmark sequence (Predict Landmarks, Align Faces)."),
+                io.Float.Input("window_s", default=0.2, min=0.05, max=2.0, step=0.01,
+                               tooltip="Filter window in seconds; longer is smoother but softens fast lip motion."),
+            ],
+            outputs=[LandmarksType.Output("landmarks", tooltip="The smoothed sequence.")],
+        )
+
+    @classmethod
+    def execute(cls, landmarks, window_s=0.2) -> io.NodeOutput:
+        points = smooth_landmark_track(landmarks.points, landmarks.fps, window_s=window_s)
+        return io.NodeOutput(replace(landmarks, points=points))
+
+
+NODES = [LandmarkTalkPredictLandmarks, LandmarkTalkSmoothLandmarks]

@@ -1,0 +1,71 @@
+"""The streaming render node: face and speech files in, a talking video file out, memory flat in length."""
+from __future__ import annotations
+
+from comfy_api.latest import InputImpl, io, ui
+
+from ..pipelines.render import RenderSettings, TalkingHeadModels, render_video
+from ..pipelines.sampling import SAMPLERS
+from ..pipelines.schedule import LENGTH_MODES
+from ._convert import NodeProgress, compute_dtype, input_file_path, input_files, models_on_device, output_file_path
+from ._types import A2LModelType, L2VModelType, LatentCodecType, SpeakerType
+
+__all__ = ["NODES"]
+
+
+class LandmarkTalkRender(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="LandmarkTalkRender",
+            display_name="Render Talking Video",
+            category="LandmarkTalk/video",
+            description="Make the person in a photo or video say the speech, streamed chunk by chunk from file to file (any length).",
+            inputs=[
+                io.Combo.Input("face", options=input_files(["video", "image"]), upload=io.UploadType.video,
+                               tooltip="Photo or video of the fitted person, in ComfyUI's input folder (read from disk in chunks)."),
+                io.Combo.Input("audio", options=input_files(["audio", "video"]), upload=io.UploadType.audio,
+                               tooltip="The speech (or a video whose sound track is the speech); the output lasts as long."),
+                A2LModelType.Input("a2l", tooltip="The person's A2L model."),
+                L2VModelType.Input("l2v", tooltip="The person's L2V model."),
+                LatentCodecType.Input("codec", tooltip="The codec the L2V model was trained with."),
+                SpeakerType.Input("speaker", optional=True,
+                                  tooltip="Voice identity for A2L (Load A2L Model's fitted_speaker); "
+                                          "default: embed the speech's own voice."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, tooltip="Seed of the noise every frame shares."),
+                io.Int.Input("steps", default=20, min=1, max=200, tooltip="Sampler steps per chunk."),
+                io.Combo.Input("sampler", options=list(SAMPLERS), default="dpmpp_2m", tooltip="Diffusion sampler."),
+                io.Float.Input("guidance", default=1.0, min=1.0, max=10.0, step=0.1,
+                               tooltip="Classifier-free guidance on the landmarks (1 = off: half the cost)."),
+                io.Float.Input("progressive", default=0.0, min=0.0, max=1.0, step=0.05,
+                               tooltip="Mix of the previous chunk's last frame into the reference (steadier texture)."),
+                io.Int.Input("chunk_frames", default=16, min=1, max=256,
+                             tooltip="Frames per chunk: memory and Cancel granularity."),
+                io.Combo.Input("length_mode", options=list(LENGTH_MODES), default="pingpong",
+                               tooltip="When the speech is longer than the face video: play it back and forth, or loop."),
+                io.Float.Input("fps", default=0.0, min=0.0, max=240.0, step=0.001,
+                               tooltip="Output frame rate; 0 = the face video's (25 for a photo)."),
+                io.String.Input("filename_prefix", default="video/LandmarkTalk",
+                                tooltip="Output file name prefix under ComfyUI's output folder; a counter is added."),
+            ],
+            outputs=[io.Video.Output("video", tooltip="The rendered H.264 + AAC file.")],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, face, audio, a2l, l2v, codec, speaker=None, seed=0, steps=20, sampler="dpmpp_2m", guidance=1.0,
+                progressive=0.0, chunk_frames=16, length_mode="pingpong", fps=0.0,
+                filename_prefix="video/LandmarkTalk") -> io.NodeOutput:
+        face_path, audio_path = input_file_path(face, "face"), input_file_path(audio, "audio")
+        device = models_on_device(a2l, l2v, codec.patcher)
+        models = TalkingHeadModels(a2l=a2l.model, l2v=l2v.model, codec=codec.codec, speaker=speaker)
+        settings = RenderSettings(steps=steps, sampler=sampler, guidance=guidance, seed=seed, chunk_frames=chunk_frames,
+                                  length_mode=length_mode, progressive=progressive, fps=fps or None, device=str(device),
+                                  dtype=str(compute_dtype(device)).removeprefix("torch."))
+        path, filename, subfolder = output_file_path(filename_prefix, ".mp4")
+        # render_video writes to a temporary file and renames it at the end: Cancel leaves no partial file.
+        render_video(face_path, audio_path, models, path, settings, progress=NodeProgress())
+        return io.NodeOutput(InputImpl.VideoFromFile(path),
+                             ui=ui.PreviewVideo([ui.SavedResult(filename, subfolder, io.FolderType.output)]))
+
+
+NODES = [LandmarkTalkRender]
