@@ -57,8 +57,8 @@ class ClipCache:
             return FaceTrack(
                 landmarks=z["landmarks"], confidence=z["confidence"], transforms=z["transforms"],
                 crop_size=int(z["crop_size"]), frame_size=(int(z["frame_size"][0]), int(z["frame_size"][1])),
-                fps=float(z["fps"]), filled=z["filled"], face_index=int(z["face_index"]),
-                face_count=int(z["face_count"]),
+                fps=float(z["fps"]), filled=z["filled"], face_index=int(z["face_index"]) if "face_index" in z.files else 0,
+                face_count=int(z["face_count"]) if "face_count" in z.files else 1,
             )
 
     def audio(self) -> Audio:
