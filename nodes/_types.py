@@ -3,8 +3,9 @@
 Values travelling on these sockets are the engine's objects: ``LT_FACE_TRACK`` a
 :class:`pipelines.types.FaceTrack`, ``LT_LANDMARKS`` a :class:`pipelines.types.Landmarks`,
 ``LT_AUDIO_FEATURES`` a :class:`pipelines.types.AudioFeatures`, ``LT_SPEAKER`` a float32 [S] unit
-vector. Model sockets carry a ``comfy.model_patcher.ModelPatcher`` whose ``.model`` is the engine's
-``nn.Module`` of that kind, so ComfyUI's memory manager can offload it.
+vector (or None: no fitted voice), ``LT_LATENT_CODEC`` a ``nodes._convert.CodecHandle``. Model sockets
+carry a ``comfy.model_patcher.ModelPatcher`` whose ``.model`` is the engine's ``nn.Module`` of that kind,
+so ComfyUI's memory manager can load and offload it.
 """
 from __future__ import annotations
 

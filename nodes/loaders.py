@@ -96,6 +96,30 @@ class LandmarkTalkLoadL2V(ModelLoader):
         )
 
 
+class LandmarkTalkLoadWav2Lip(ModelLoader):
+    KIND = "wav2lip"
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return loader_schema(
+            node_id="LandmarkTalkLoadWav2Lip", display_name="Load Wav2Lip", kind="wav2lip",
+            description="Load a Wav2Lip lip-sync generator (the official weights, converted once, or one trained by the pack).",
+            made_by="`python -m pipelines convert wav2lip wav2lip_gan.pth OUT.safetensors` (official weights)",
+        )
+
+
+class LandmarkTalkLoadSOVQAE(ModelLoader):
+    KIND = "sovqae"
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return loader_schema(
+            node_id="LandmarkTalkLoadSOVQAE", display_name="Load SOVQAE", kind="sovqae",
+            description="Load a person-specific SOVQAE that restores detail in lip-sync output (LaDTalk).",
+            made_by="`python -m pipelines train sovqae` on a clip of the person",
+        )
+
+
 # TAEF2's two weight files live in ComfyUI's vae_approx folder, beside the TAESD previews.
 _TAEF2_FILES = ("taef2_encoder.pth", "taef2_decoder.pth")
 TAEF2_OPTION = "taef2 (models/vae_approx)"
@@ -142,4 +166,5 @@ class LandmarkTalkLoadLatentCodec(io.ComfyNode):
         return io.NodeOutput(CodecHandle(face_autoencoder_codec(patcher.model), patcher))
 
 
-NODES: list[type[io.ComfyNode]] = [LandmarkTalkLoadA2L, LandmarkTalkLoadL2V, LandmarkTalkLoadLatentCodec]
+NODES: list[type[io.ComfyNode]] = [LandmarkTalkLoadA2L, LandmarkTalkLoadL2V, LandmarkTalkLoadLatentCodec,
+                                   LandmarkTalkLoadWav2Lip, LandmarkTalkLoadSOVQAE]

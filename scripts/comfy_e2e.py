@@ -424,8 +424,10 @@ class ComfyServer:
 
     def start(self, timeout_s: float) -> None:
         self._log_file = open(self.log_path, "wb")
+        # Unbuffered, so the log checks (e.g. "Requested to load") see lines as soon as they are written.
         self.process = subprocess.Popen(self.command(), cwd=self.comfyui_dir, stdout=self._log_file,
-                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                        env={**os.environ, "PYTHONUNBUFFERED": "1"})
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -557,9 +559,21 @@ _PROBE_SCRIPT = (
 )
 
 
-# Model folders the workflows' loaders name → how the e2e makes them when no fit workflow did: the engine's own
-# `fit` with two training steps per model on the small test clip (plumbing, not quality).
-TINY_FITS = {"person": ["fit", "{clip}", "--out", "{out}", "--steps", "2", "--cache-dir", "{cache}"]}
+# Checkpoints the workflows' loaders name → how the e2e makes tiny ones when no fit workflow did: the engine's own
+# `fit` / `train` with two steps per model on the small test clip (plumbing, not quality). Wav2Lip gets random
+# weights at a quarter of the official width (the official weights are the user's to download and convert).
+TINY_MODEL_RECIPES = [
+    (("person/a2l.safetensors", "person/l2v.safetensors", "person/face_autoencoder.safetensors"),
+     ["-m", "pipelines", "fit", "{clip}", "--out", "{models}/person", "--steps", "2", "--cache-dir", "{cache}"]),
+    (("person/sovqae.safetensors",),
+     ["-m", "pipelines", "train", "sovqae", "--data", "{clip}", "--out", "{models}/person/sovqae.safetensors",
+      "--preset", "cpu128", "--crop-size", "128", "--steps", "2", "--batch-size", "2", "--val-every", "1000",
+      "--save-every", "1000", "--cache-dir", "{cache}"]),
+    (("wav2lip_gan.safetensors",),
+     ["-c", "import sys; from pipelines.checkpoint import save_checkpoint; "
+            "from pipelines.models.wav2lip import Wav2Lip, Wav2LipConfig; "
+            "save_checkpoint(Wav2Lip(Wav2LipConfig(base_channels=4)), sys.argv[1])", "{models}/wav2lip_gan.safetensors"]),
+]
 TRAINING_CLIP = "landmarktalk_face.mp4"
 # Nodes that load models and sample with a seed: the memory and Cancel checks run on workflows holding one.
 SAMPLING_NODES = {"LandmarkTalkLandmarkDiffusionSampler", "LandmarkTalkRender"}
@@ -589,23 +603,26 @@ def workflow_model_files(paths: list[Path], object_info: dict) -> set[str]:
 
 
 def prepare_models(server: ComfyServer, python: str, needed: set[str]) -> list[str]:
-    """Fit tiny model folders for the checkpoints the workflows need but no fit made; return failures."""
+    """Make tiny versions of the checkpoints the workflows need that are not there yet; return failures."""
     models = server.models_dir / MODELS_FOLDER
-    missing = sorted(name for name in needed if not (models / name).is_file())
-    folders = sorted({name.split("/")[0] for name in missing if "/" in name and name.split("/")[0] in TINY_FITS})
-    failures = [f"{name}: not in models/{MODELS_FOLDER}/ and no recipe makes it (see TINY_FITS)"
-                for name in missing if name.split("/")[0] not in folders]
-    for folder in folders:
+    missing = {name for name in needed if not (models / name).is_file()}
+    failures = []
+    for produces, argv in TINY_MODEL_RECIPES:
+        if not missing & set(produces):
+            continue
         values = {"clip": str(server.input_dir / TRAINING_CLIP), "cache": str(server.work_dir / "cache"),
-                  "out": str(models / folder)}
-        argv = [python, "-m", "pipelines", *[a.format(**values) for a in TINY_FITS[folder]]]
+                  "models": str(models)}
+        command = [python, *[a.format(**values) for a in argv]]
         started = time.monotonic()
-        result = subprocess.run(argv, cwd=PACK_DIR, capture_output=True, text=True)
+        result = subprocess.run(command, cwd=PACK_DIR, capture_output=True, text=True)
         if result.returncode != 0:
-            failures.append(f"fitting {folder} failed: {result.stderr.strip()[-1500:]}")
+            failures.append(f"making {', '.join(produces)} failed: {result.stderr.strip()[-1500:]}")
         else:
-            print(f"fitted tiny models/{MODELS_FOLDER}/{folder}/ in {time.monotonic() - started:.0f} s: "
-                  f"python -m pipelines {' '.join(TINY_FITS[folder][:1])} … --steps 2")
+            print(f"made tiny {', '.join(produces)} in {time.monotonic() - started:.0f} s "
+                  f"({' '.join(argv[:4]) if argv[0] == '-m' else 'random weights'})")
+        missing -= set(produces)
+    failures += [f"{name}: not in models/{MODELS_FOLDER}/ and no recipe makes it (see TINY_MODEL_RECIPES)"
+                 for name in sorted(missing)]
     return failures
 
 
@@ -722,6 +739,10 @@ def run_workflow(server: ComfyServer, python: str, path: Path, object_info: dict
     return failures, seconds
 
 
+# /free only sets flags; the prompt worker applies them between prompts. Before a cancel run, give it a moment.
+FREE_SETTLE_S = 3.0
+
+
 def _output_files(server: ComfyServer) -> set[Path]:
     return {p for p in server.output_dir.rglob("*") if p.is_file()}
 
@@ -741,20 +762,26 @@ def _model_loads(server: ComfyServer) -> int:
 
 
 def check_model_unloading(server: ComfyServer, path: Path, object_info: dict, timeout_s: float) -> list[str]:
-    """A re-run keeps the models loaded; after POST /free {"unload_models": true} the next run loads them again."""
+    """A re-run keeps the models loaded; after POST /free {"unload_models": true} they are loaded again.
+
+    The prompt worker applies /free's flag after the prompt it is on, or the next one if the request
+    slips in just before it picks that one up; so two runs follow the request.
+    """
     prompt = e2e_prompt(path, object_info)
-    if not any("seed" in entry["inputs"] for entry in prompt.values()):
-        return []
-    loads = [_model_loads(server)]
-    for step, action in enumerate(("rerun", "free")):
-        if action == "free":
-            fetch_json(server.base_url, "/free", {"unload_models": True})
-        entry = wait_for_history(server, queue_prompt(server, _with_new_seeds(prompt, 1000 + step)), timeout_s)
-        if history_error(entry):
-            return [f"{path.name} ({action}): {history_error(entry)}"]
-        loads.append(_model_loads(server))
-    kept, reloaded = loads[1] - loads[0], loads[2] - loads[1]
-    print(f"models: a re-run loaded {kept} model(s); after /free unload_models the next run loaded {reloaded}")
+
+    def run(seed_offset: int) -> str | None:
+        entry = wait_for_history(server, queue_prompt(server, _with_new_seeds(prompt, seed_offset)), timeout_s)
+        return history_error(entry)
+
+    before = _model_loads(server)
+    error = run(1000)
+    kept = _model_loads(server) - before
+    fetch_json(server.base_url, "/free", {"unload_models": True})
+    error = error or run(1001) or run(1002)
+    if error:
+        return [f"{path.name}: {error}"]
+    reloaded = _model_loads(server) - before - kept
+    print(f"models: a re-run loaded {kept} model(s); after /free unload_models the next two runs loaded {reloaded}")
     failures = []
     if kept:
         failures.append(f"{path.name}: a re-run with new seeds loaded {kept} model(s) again (they should stay loaded)")
@@ -763,22 +790,47 @@ def check_model_unloading(server: ComfyServer, path: Path, object_info: dict, ti
     return failures
 
 
+def _wait_for_partial_file(server: ComfyServer, prompt_id: str, timeout_s: float) -> bool:
+    """Wait until a streaming writer's temporary ``*.partial.*`` file in the output folder has grown (a chunk
+    is on disk); False if the prompt finished or the time ran out first."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if any(p.stat().st_size > 0 for p in server.output_dir.rglob("*.partial.*")):
+            return True
+        history = fetch_json(server.base_url, f"/history/{prompt_id}")
+        if history and prompt_id in history:
+            return False
+        time.sleep(0.1)
+    return False
+
+
 def check_cancel(server: ComfyServer, path: Path, object_info: dict, full_run_s: float, timeout_s: float) -> list[str]:
-    """POST /interrupt half-way through a run: it stops soon, reports the interruption and writes no file."""
+    """POST /interrupt during a run: it reports the interruption and leaves no file, partial or whole.
+
+    With a streaming render in the workflow the interrupt comes once its partial output file holds a
+    chunk (the harshest moment for "no partial file"); otherwise half-way through the earlier run's time.
+    """
     prompt = _with_new_seeds(e2e_prompt(path, object_info), 5000)
     fetch_json(server.base_url, "/free", {"free_memory": True})  # drop cached node outputs: everything runs again
+    time.sleep(FREE_SETTLE_S)
     before = _output_files(server)
     prompt_id = queue_prompt(server, prompt)
     wait_until_running(server, prompt_id)
-    time.sleep(full_run_s / 2)
+    started = time.monotonic()
+    if "LandmarkTalkRender" in workflow_node_types([path]):
+        moment = "once the render's partial file held a chunk" if _wait_for_partial_file(server, prompt_id, timeout_s) \
+            else "(the render finished before its partial file was seen)"
+    else:
+        time.sleep(full_run_s / 2)
+        moment = "half-way"
     interrupted_at = time.monotonic()
     fetch_json(server.base_url, "/interrupt", {"prompt_id": prompt_id})
     entry = wait_for_history(server, prompt_id, timeout_s)
     stop_s = time.monotonic() - interrupted_at
     new_files = sorted(str(p.relative_to(server.output_dir)) for p in _output_files(server) - before)
     message = history_error(entry) or "finished"
-    print(f"cancel: /interrupt after {full_run_s / 2:.1f} s of a {full_run_s:.1f} s run → {message}, "
-          f"{stop_s:.2f} s later; new output files: {new_files or 'none'}")
+    print(f"cancel: /interrupt {moment}, {interrupted_at - started:.1f} s into the run (a full run took "
+          f"{full_run_s:.1f} s) → {message}, {stop_s:.2f} s later; new output files: {new_files or 'none'}")
     failures = []
     if not message.startswith("interrupted"):
         failures.append(f"{path.name}: /interrupt did not interrupt the run ({message})")
@@ -787,12 +839,15 @@ def check_cancel(server: ComfyServer, path: Path, object_info: dict, full_run_s:
     return failures
 
 
-def run_workflows(server: ComfyServer, python: str, media_dir: Path, object_info: dict, timeout_s: float) -> list[str]:
+def run_workflows(server: ComfyServer, python: str, media_dir: Path, object_info: dict, timeout_s: float,
+                  only: list[str] | None = None) -> list[str]:
     """Run every example and test workflow whose nodes are registered (fits first, so the others can use
-    their models); check what each produced; then the memory and Cancel checks."""
+    their models), or those named in ``only``; check what each produced; then the memory and Cancel checks."""
     prepare_inputs(server, python, media_dir)
     runnable = []
     for path in workflow_paths():
+        if only and path.stem not in only and path.name not in only:
+            continue
         missing = workflow_node_types([path]) - set(object_info)
         if missing:
             print(f"workflow {path.name}: skipped, nodes not registered: {sorted(missing)}")
@@ -841,6 +896,8 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--keep-dir", action="store_true", help="keep the scratch folder (log, outputs)")
     parser.add_argument("--run-workflows", action="store_true",
                         help="also run the example and test workflows (inputs cut from --media-dir) and check their videos")
+    parser.add_argument("--workflow", action="append", metavar="NAME",
+                        help="with --run-workflows: run only this workflow (file name or stem; repeatable)")
     parser.add_argument("--media-dir", default=str(PACK_DIR.parent / "shared" / "data"),
                         help="the shared test media folder (default: ../shared/data)")
     parser.add_argument("--prompt-timeout", type=float, default=900.0, help="seconds to wait for one workflow")
@@ -874,7 +931,8 @@ def main(argv: list[str] | None = None) -> int:
                                                             encoding="utf-8")
                     print(f"/object_info snapshot of {len(snapshot) - 1} node types written to {args.write_object_info}")
                 if args.run_workflows and not failures:
-                    failures += run_workflows(server, args.python, Path(args.media_dir), object_info, args.prompt_timeout)
+                    failures += run_workflows(server, args.python, Path(args.media_dir), object_info, args.prompt_timeout,
+                                              only=args.workflow)
             except (RuntimeError, OSError, ValueError) as exc:  # a route failed or answered non-JSON
                 failures = [f"{type(exc).__name__}: {exc}"]
             if failures:
