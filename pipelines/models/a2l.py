@@ -110,8 +110,7 @@ class A2L(nn.Module):
         self.context_head = nn.Linear(h, flat)
         # A direct, audio-independent linear path from the reference shape to the offsets: most of the
         # mouth offset is "forget the reference's own mouth opening" (linear in the reference), which an
-        # LSTM with bounded hidden states otherwise fits only roughly (measured: silence left the mouth of an
-        # open-mouthed reference half open).
+        # LSTM with bounded hidden states fits only roughly.
         self.reference_skip = nn.Linear(flat, flat)
         self.speaker_proj = nn.Linear(config.speaker_dim, config.speaker_proj_dim)
         self.intermediate_proj = nn.Linear(flat, c)

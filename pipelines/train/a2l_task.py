@@ -33,7 +33,7 @@ __all__ = ["A2LTask", "add_task_arguments", "build_training", "DEFAULT_TRAIN_CON
 logger = logging.getLogger(__name__)
 
 DEFAULT_TRAIN_CONFIG = TrainConfig(
-    steps=2000, batch_size=16, learning_rate=1e-3, weight_decay=1e-4, warmup_steps=100, ema_decay=0.995,
+    steps=1200, batch_size=16, learning_rate=1e-3, weight_decay=1e-4, warmup_steps=100, ema_decay=0.995,
     val_every=200, save_every=500,
 )
 _UNITS = 10.0  # losses in 1/10 inter-ocular distance, so they read near 1 instead of 1e-3
@@ -124,9 +124,9 @@ class A2LTask:
         mouth_weight: float = 3.0,
         jaw_weight: float = 0.25,
         velocity_weight: float = 1.0,
-        opening_weight: float = 1.0,
+        opening_weight: float = 3.0,
         intermediate_weight: float = 0.3,
-        silence_probability: float = 0.15,
+        silence_probability: float = 0.3,
         silence_weight: float = 5.0,
         augment: bool = True,
     ):
@@ -245,8 +245,8 @@ def add_task_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mouth-weight", type=float, default=3.0, help="loss weight of mouth points vs the rest")
     parser.add_argument("--jaw-weight", type=float, default=0.25, help="loss weight of jaw-outline points")
     parser.add_argument("--velocity-weight", type=float, default=1.0, help="weight of the frame-to-frame motion loss")
-    parser.add_argument("--opening-weight", type=float, default=1.0, help="weight of the L1 lip-gap loss on silent windows")
-    parser.add_argument("--silence-probability", type=float, default=0.15, help="share of windows replaced by silence")
+    parser.add_argument("--opening-weight", type=float, default=3.0, help="weight of the L1 lip-gap loss on silent windows")
+    parser.add_argument("--silence-probability", type=float, default=0.3, help="share of windows replaced by silence")
     parser.add_argument("--no-augment", action="store_true", help="turn off the log-mel gain and band-mask augmentation")
 
 
