@@ -25,6 +25,8 @@ __all__ = ["evaluate_holdout"]
 logger = logging.getLogger(__name__)
 
 _RUNS = ("ours", "still", "gt_landmarks")
+# Landmark distances are reported in pixels of 256² face crops whatever the model's size (the seeds' unit).
+EVAL_CROP_SIZE = 256
 
 
 def _tail_audio(audio: Audio, start_frame: int, end_frame: int, fps: float) -> Audio:
@@ -93,7 +95,8 @@ def evaluate_holdout(
     renders["gt_landmarks"] = np.concatenate(list(render_talking_frames(
         models, tail, tail_track, speech, fps, settings, landmarks=truth_landmarks)))
     first_crop = align_faces(tail[:1], _select_track(tail_track, np.array([0])), size)
-    renders["still"] = paste_faces(tail, np.repeat(first_crop, len(tail), axis=0), tail_track)
+    renders["still"] = paste_faces(tail, np.repeat(first_crop, len(tail), axis=0), tail_track,
+                                   region=settings.paste_region)
 
     paths = {"truth": out / "truth.mp4", **{name: out / f"{name}.mp4" for name in _RUNS}}
     write_video(paths["truth"], tail, fps=fps, audio=speech, overwrite=True)
@@ -105,17 +108,18 @@ def evaluate_holdout(
     figures, skipped = {}, {}
     for name in _RUNS:
         try:
-            result = evaluate_videos(paths[name], paths["truth"], crop_size=size, json_path=out / f"{name}.json",
-                                     label=name)
+            result = evaluate_videos(paths[name], paths["truth"], crop_size=EVAL_CROP_SIZE,
+                                     json_path=out / f"{name}.json", label=name)
         except LandmarkTalkError as exc:
             # An undertrained render may show no trackable face; score its pixels and say so.
             logger.warning("%s: %s; scoring pixels only", name, exc)
-            result = evaluate_videos(paths[name], paths["truth"], crop_size=size, json_path=out / f"{name}.json",
-                                     label=name, landmark_fn=None)
+            result = evaluate_videos(paths[name], paths["truth"], crop_size=EVAL_CROP_SIZE,
+                                     json_path=out / f"{name}.json", label=name, landmark_fn=None)
             result.setdefault("skipped", {})["landmarks"] = f"no face could be tracked in the {name} render"
         figures[name] = result["metrics"]
         skipped[name] = result.get("skipped", {})
-    summary = {"clip": str(clip), "fps": fps, "holdout_frames": int(total - cut), "train_frames": int(cut),
+    summary = {"clip": str(clip), "fps": fps, "eval_crop_size": EVAL_CROP_SIZE,
+               "holdout_frames": int(total - cut), "train_frames": int(cut),
                "render_steps": steps, "metrics": figures, "skipped": skipped}
     path = out / "holdout.json"
     path.write_text(json.dumps(summary, indent=1, default=float))

@@ -45,6 +45,9 @@ class RenderSettings:
     crf: int = 18
     device: str = "cpu"
     dtype: str = "float32"
+    # "lower": only the mouth and jaw are pasted, so eyes, brows and skin above the nose stay the source's
+    # own pixels (sharp and exactly in place); "face": the whole generated face.
+    paste_region: str = "lower"
 
     def torch_dtype(self) -> torch.dtype:
         if self.dtype not in ("float32", "bfloat16", "float16"):
@@ -148,6 +151,8 @@ def render_talking_frames(
     from .face import align_faces, crop_landmarks, paste_faces
     from .models.l2v import encode_pose_latents, landmark_inputs, render_latents
 
+    if settings.paste_region not in ("lower", "face"):
+        raise LandmarkTalkError(f"paste region {settings.paste_region!r}: choose 'lower' or 'face'")
     if settings.length_mode not in LENGTH_MODES:
         raise LandmarkTalkError(f"length mode {settings.length_mode!r}: choose one of {', '.join(LENGTH_MODES)}")
     total = frame_count_for(audio.duration_s, fps)
@@ -192,7 +197,7 @@ def render_talking_frames(
         )
         previous = latents[-1:]
         generated = codec.decode_frames(latents)
-        yield paste_faces(source, generated, chunk_track)
+        yield paste_faces(source, generated, chunk_track, region=settings.paste_region)
         done += len(indices)
         if progress is not None:
             progress(done, total)

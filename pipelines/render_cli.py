@@ -75,7 +75,7 @@ def _run_render(args: argparse.Namespace) -> int:
         steps=args.steps, sampler=args.sampler, guidance=args.guidance, seed=args.seed,
         chunk_frames=args.chunk_frames, length_mode=args.length_mode, progressive=args.progressive,
         face=int(args.face_choice) if args.face_choice.isdigit() else args.face_choice, fps=args.fps,
-        crf=args.crf, device=args.device, dtype=args.dtype,
+        crf=args.crf, device=args.device, dtype=args.dtype, paste_region=args.paste_region,
     )
     out = render_video(args.face, args.audio, models, args.out, settings, overwrite=args.overwrite,
                        progress=_bar("render", "frame"))
@@ -107,5 +107,7 @@ def add_render_command(subparsers) -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
                         help="compute precision (bfloat16 on CUDA)")
+    parser.add_argument("--paste-region", choices=["lower", "face"], default="lower",
+                        help="paste back the mouth and jaw only (default) or the whole generated face")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     parser.set_defaults(func=_run_render)

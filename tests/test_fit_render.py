@@ -115,3 +115,23 @@ def test_render_refuses_to_overwrite(fitted, tmp_path):
     code = cli_main(["render", "--face", str(clip), "--audio", str(SHARED_DATA / "audio" / "tts_en_22k.wav"),
                      "--models", str(models), "--out", str(out), "--steps", "1"])
     assert code == 2 and out.read_bytes() == b"keep me"
+
+
+def test_fit_with_holdout_scores_the_tail_beside_both_baselines(fitted, tmp_path):
+    """`fit --holdout` renders the held-out tail three ways and writes every figure (plumbing only)."""
+    import json
+
+    clip, _, root = fitted
+    models = tmp_path / "models"
+    code = cli_main(["fit", str(clip), "--out", str(models), "--steps", "2", "--holdout", "0.2",
+                     "--render-steps", "1", "--cache-dir", str(root / "cache")])
+    assert code == 0
+    report = json.loads((models / "holdout" / "holdout.json").read_text())
+    assert report["holdout_frames"] == 10 and report["train_frames"] == 40 and report["eval_crop_size"] == 256
+    assert set(report["metrics"]) == {"ours", "still", "gt_landmarks"}
+    for name, metrics in report["metrics"].items():
+        assert 0 < metrics["psnr"] < 100 and 0 < metrics["ssim"] <= 1, name
+        info = probe_media(models / "holdout" / f"{name}.mp4")
+        assert info.frame_count == 10 and info.audio_codec == "aac", name
+    side = probe_media(models / "holdout" / "side_by_side.mp4")
+    assert side.frame_count == 10 and side.width == 4 * side.height  # truth | ours | still | gt_landmarks

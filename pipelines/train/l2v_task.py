@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from ..cache import ClipCache, load_clip_caches
 from ..errors import LandmarkTalkError
+from ..face.masks import lower_face_mask
 from ..models.l2v import L2V_PRESETS, L2VConfig, L2VDenoiser, encode_pose_latents, landmark_inputs
 from ..sampling import make_scheduler
 from .loop import TrainConfig
@@ -44,7 +45,7 @@ class L2VTask:
     """
 
     def __init__(self, caches: list[ClipCache], holdout: float, codec, config: L2VConfig, *,
-                 reference_gap: int = 60, condition_dropout: float = 0.1,
+                 reference_gap: int = 60, condition_dropout: float = 0.1, mouth_weight: float = 3.0,
                  audio_features: list[np.ndarray] | None = None, encode_chunk: int = 16):
         if not caches:
             raise LandmarkTalkError("--data: no clip caches; give a clip, a folder of clips or a prepared cache")
@@ -57,6 +58,7 @@ class L2VTask:
         self.config = config
         self.reference_gap = reference_gap
         self.condition_dropout = condition_dropout
+        self.mouth_weight = mouth_weight
         self.scheduler = make_scheduler("ddpm", num_train_timesteps=config.num_train_timesteps,
                                         beta_schedule=config.beta_schedule, prediction_type=config.prediction_type)
         size, latent = config.image_size, config.image_size // codec.downscale
@@ -68,8 +70,12 @@ class L2VTask:
             points = cache.landmarks() * (size / cache.crop_size)
             latents, pose = self._encode_clip(codec, cache, points, encode_chunk)
             landmark_image, coords = landmark_inputs(points, size, latent)
+            # Loss weights at latent resolution: the masked lower face is what the model must invent from
+            # the landmarks (the rest is in the pose latent), and it is a small share of the crop, so a
+            # plain MSE spends most of a short CPU fit on copying the upper face.
+            mouth = torch.from_numpy(lower_face_mask(points, latent, source_size=size, feather=0.05))
             clip = {"latents": latents, "pose": pose, "landmark_image": landmark_image.half(),
-                    "landmark_points": coords}
+                    "landmark_points": coords, "loss_weight": (1.0 + mouth_weight * mouth).half()}
             if audio_features is not None:
                 feats = torch.as_tensor(np.asarray(audio_features[index]), dtype=torch.float32)
                 if len(feats) != len(latents):
@@ -122,7 +128,8 @@ class L2VTask:
         batch = {"target": targets, "noise": noise, "timesteps": timesteps, "drop": drop,
                  "frames": torch.tensor([[c, t, r] for c, t, r in pairs]),  # (clip, target, reference), for logs/tests
                  "pose": gather("pose", 0), "identity": gather("latents", 1),
-                 "landmark_image": gather("landmark_image", 0), "landmark_points": gather("landmark_points", 0)}
+                 "landmark_image": gather("landmark_image", 0), "landmark_points": gather("landmark_points", 0),
+                 "loss_weight": gather("loss_weight", 0)}
         if "audio" in self.clips[0]:
             batch["audio"] = gather("audio", 0)
         return batch
@@ -169,8 +176,10 @@ class L2VTask:
             identity=model.normalize_latents(batch["identity"]), landmark_image=batch["landmark_image"],
             landmark_points=batch["landmark_points"], audio=batch.get("audio"), drop_condition=batch["drop"],
         )
-        loss = F.mse_loss(prediction.float(), goal.float())
-        return loss, {"mse": loss.detach()}
+        error = (prediction.float() - goal.float()).square()
+        weight = batch["loss_weight"].unsqueeze(1).to(error.device)
+        loss = (error * weight).mean() / weight.mean()
+        return loss, {"mse": error.mean().detach()}
 
 
 def _resized_crops(crops: np.ndarray, size: int) -> np.ndarray:
@@ -197,6 +206,8 @@ def add_task_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reference-gap", type=int, default=60, help="min frames between target and reference")
     parser.add_argument("--condition-dropout", type=float, default=0.1,
                         help="probability of dropping the landmark condition (for classifier-free guidance)")
+    parser.add_argument("--mouth-weight", type=float, default=3.0,
+                        help="extra loss weight inside the masked lower face (0 = plain MSE)")
     parser.add_argument("--encode-device", default="cpu", help="device for pre-encoding the crops (e.g. cuda)")
 
 
@@ -218,7 +229,7 @@ def build_training(args: argparse.Namespace):
             overrides["prediction_type"] = args.prediction_type
         config = replace(config, **overrides)
     task = L2VTask(caches, args.holdout, codec, config, reference_gap=args.reference_gap,
-                   condition_dropout=args.condition_dropout)
+                   condition_dropout=args.condition_dropout, mouth_weight=args.mouth_weight)
     if not args.init:
         mean, std = task.latent_statistics()
         config = replace(config, latent_shift=mean, latent_scale=1.0 / std)

@@ -1,0 +1,124 @@
+"""Render memory against audio length: peak RSS of the whole CLI render for a short and a long speech track.
+
+    python benchmarks/memory_flat.py                     # 1 vs 10 minutes (a few minutes of CPU)
+    python benchmarks/memory_flat.py --short 0.2 --long 1 # quick look
+
+The render streams: audio features, landmarks, latents and frames are made chunk by chunk and written
+to the encoder as they come, so peak memory should barely move with the length of the speech. Each
+render runs in its own Python process (``render`` of ``python -m pipelines``) and reports its own peak
+RSS (``ru_maxrss``); the short render is the baseline, measured in the same run. Models are random
+``tiny`` ones (the memory of a render does not depend on what the weights learned), the face is a
+photo from ``../shared/data/images`` and the speech a synthetic voice-like signal, so nothing
+person-specific is needed. Prints a Markdown table with the ratio long / short.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+sys.path.insert(0, str(ROOT))  # run as a script from anywhere: the pack's root is the import root
+
+_CHILD = """
+import json, resource, sys, time
+from pipelines.cli import main
+start = time.perf_counter()
+code = main(sys.argv[1:])
+print(json.dumps({"code": code, "seconds": time.perf_counter() - start,
+                  "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def _write_models(folder: Path) -> None:
+    import torch
+
+    from pipelines.checkpoint import save_checkpoint
+    from pipelines.latents import face_autoencoder_codec
+    from pipelines.models.a2l import A2L, A2LConfig
+    from pipelines.models.face_autoencoder import FACE_AUTOENCODER_PRESETS, FaceAutoencoder
+    from pipelines.models.l2v import L2V_PRESETS, L2VDenoiser
+
+    torch.manual_seed(0)
+    autoencoder = FaceAutoencoder(FACE_AUTOENCODER_PRESETS["cpu128"])
+    save_checkpoint(autoencoder, folder / "face_autoencoder.safetensors")
+    codec = face_autoencoder_codec(autoencoder)
+    l2v = L2VDenoiser(replace(L2V_PRESETS["tiny"], latent_space=codec.name, latent_channels=codec.channels,
+                              downscale=codec.downscale))
+    save_checkpoint(l2v, folder / "l2v.safetensors")
+    a2l = A2L(A2LConfig.preset("tiny", speaker_method="logmel"))
+    save_checkpoint(a2l, folder / "a2l.safetensors")
+    np.save(folder / "speaker.npy", np.zeros(a2l.config.speaker_dim, np.float32))
+
+
+def _write_speech(path: Path, seconds: float, rate: int = 16000) -> None:
+    """Syllable-rate bursts of a harmonic voice plus noise: loud and quiet parts like speech."""
+    import soundfile
+
+    rng = np.random.default_rng(0)
+    t = np.arange(int(seconds * rate)) / rate
+    envelope = np.clip(np.sin(2 * np.pi * 4.0 * t) + 0.3 * np.sin(2 * np.pi * 0.7 * t), 0, None)
+    voice = sum(np.sin(2 * np.pi * f * t) / k for k, f in enumerate((140, 280, 420, 700, 1100), 1))
+    signal = 0.2 * envelope * voice + 0.01 * rng.standard_normal(len(t))
+    soundfile.write(path, signal.astype(np.float32), rate, subtype="PCM_16")
+
+
+def _render(models: Path, face: Path, speech: Path, out: Path, steps: int) -> dict:
+    argv = ["render", "--face", str(face), "--audio", str(speech), "--models", str(models), "--out", str(out),
+            "--steps", str(steps), "--crf", "30"]
+    result = subprocess.run([sys.executable, "-c", _CHILD, *argv], cwd=ROOT, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"render failed:\n{result.stderr[-3000:]}")
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    if figures["code"] != 0:
+        raise SystemExit(f"render returned {figures['code']}:\n{result.stderr[-3000:]}")
+    return figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--short", type=float, default=1.0, help="baseline speech length, minutes")
+    parser.add_argument("--long", type=float, default=10.0, help="long speech length, minutes")
+    parser.add_argument("--face", default=str(SHARED / "images" / "happy.png"), help="photo of a face")
+    parser.add_argument("--steps", type=int, default=1, help="sampler steps (memory does not depend on them)")
+    args = parser.parse_args(argv)
+    if not Path(args.face).is_file():
+        raise SystemExit(f"--face {args.face}: not found; give a photo of a face (the default needs ../shared/data)")
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="lt-memory-") as tmp:
+        folder = Path(tmp)
+        models = folder / "models"
+        models.mkdir()
+        _write_models(models)
+        for minutes in (args.short, args.long):
+            speech = folder / f"speech_{minutes:g}min.wav"
+            _write_speech(speech, minutes * 60)
+            out = folder / f"out_{minutes:g}min.mp4"
+            figures = _render(models, Path(args.face), speech, out, args.steps)
+            from pipelines.media import probe_media
+
+            info = probe_media(out)
+            rows.append((minutes, info.frame_count, figures["seconds"], figures["max_rss_mib"]))
+            out.unlink()
+
+    (short_min, short_frames, short_s, short_rss), (long_min, long_frames, long_s, long_rss) = rows
+    print(f"| speech | frames | wall s | fps | peak RSS MiB |\n|---|---:|---:|---:|---:|")
+    for minutes, frames, seconds, rss in rows:
+        print(f"| {minutes:g} min | {frames} | {seconds:.0f} | {frames / seconds:.1f} | {rss:.0f} |")
+    print(f"| **ratio long / short** | {long_frames / short_frames:.1f}x | {long_s / short_s:.1f}x | "
+          f"| **{long_rss / short_rss:.2f}x** |")
+    print(f"\nface {args.face}, {args.steps} sampler step(s), random tiny models, {time.strftime('%Y-%m-%d')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
