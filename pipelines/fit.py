@@ -27,6 +27,9 @@ __all__ = ["FitPreset", "FIT_PRESETS", "fit_person", "read_fit_record"]
 logger = logging.getLogger(__name__)
 
 FIT_RECORD = "fit.json"
+# Which models each rendering path fits on the person's clip.
+FIT_PATHS = ("l2v", "ladtalk")
+SOVQAE_FILE = "sovqae.safetensors"
 
 
 @dataclass(frozen=True)
@@ -37,15 +40,16 @@ class FitPreset:
     face_autoencoder: tuple[str, int, int]
     a2l: tuple[str, int, int]
     l2v: tuple[str, int, int]
+    sovqae: tuple[str, int, int]
 
 
 FIT_PRESETS: dict[str, FitPreset] = {
     # CPU minutes per model on one clip; quality is modest but every stage is real.
     "tiny": FitPreset(crop_size=128, face_autoencoder=("cpu128", 1500, 8), a2l=("tiny", 1500, 8),
-                      l2v=("tiny", 3000, 8)),
+                      l2v=("tiny", 3000, 8), sovqae=("cpu128", 600, 8)),
     # Paper-like sizes (64² latents at 256² crops); meant for a GPU.
     "base": FitPreset(crop_size=256, face_autoencoder=("256", 20000, 16), a2l=("small", 8000, 16),
-                      l2v=("base", 60000, 16)),
+                      l2v=("base", 60000, 16), sovqae=("256", 20000, 16)),
 }
 
 
@@ -55,6 +59,7 @@ class FitRecord:
     preset: str
     holdout: float
     codec: str
+    path: str = "l2v"
     files: dict[str, str] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -89,6 +94,7 @@ def fit_person(
     out_dir: str | os.PathLike,
     *,
     preset: str = "tiny",
+    path: str = "l2v",
     holdout: float = 0.0,
     codec: str | os.PathLike | None = None,
     steps: int | None = None,
@@ -96,19 +102,24 @@ def fit_person(
     seed: int = 0,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> dict:
-    """Train the face autoencoder (unless ``codec``), A2L and L2V on ``clip``; returns the fit record.
+    """Train one rendering path's models on ``clip``; returns the fit record.
+
+    ``path`` "l2v": the face autoencoder (unless ``codec``), A2L and L2V. "ladtalk": the SOVQAE refiner (the
+    Wav2Lip foundation comes from the official weights, converted with ``convert wav2lip``).
 
     ``steps`` overrides every model's step count (for quick plumbing runs). ``progress(model, step, total)``.
     """
     if preset not in FIT_PRESETS:
         raise LandmarkTalkError(f"--preset {preset!r}: choose one of {', '.join(FIT_PRESETS)}")
+    if path not in FIT_PATHS:
+        raise LandmarkTalkError(f"--path {path!r}: choose one of {', '.join(FIT_PATHS)}")
     if not 0.0 <= holdout < 0.9:
         raise LandmarkTalkError(f"--holdout {holdout}: give a fraction in [0, 0.9), e.g. 0.2")
     plan = FIT_PRESETS[preset]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     [cache] = load_clip_caches(clip, crop_size=plan.crop_size, cache_dir=cache_dir)
-    record = FitRecord(clip=str(Path(clip).resolve()), preset=preset, holdout=holdout,
+    record = FitRecord(clip=str(Path(clip).resolve()), preset=preset, path=path, holdout=holdout,
                        codec=str(Path(codec).resolve()) if codec else MODEL_FILES["codec"])
     common = ["--data", str(cache.root), "--holdout", str(holdout), "--seed", str(seed)]
 
@@ -118,11 +129,14 @@ def fit_person(
 
     jobs: list[tuple[str, str, list[str]]] = []
     codec_path = Path(codec) if codec else out / MODEL_FILES["codec"]
-    if codec is None:
-        jobs.append(("face_autoencoder", MODEL_FILES["codec"], options(plan.face_autoencoder)))
-    jobs.append(("a2l", MODEL_FILES["a2l"], options(plan.a2l)))
-    jobs.append(("l2v", MODEL_FILES["l2v"], options(plan.l2v) + ["--codec", str(codec_path),
-                                                                   "--image-size", str(plan.crop_size)]))
+    if path == "ladtalk":
+        jobs.append(("sovqae", SOVQAE_FILE, options(plan.sovqae)))
+    else:
+        if codec is None:
+            jobs.append(("face_autoencoder", MODEL_FILES["codec"], options(plan.face_autoencoder)))
+        jobs.append(("a2l", MODEL_FILES["a2l"], options(plan.a2l)))
+        jobs.append(("l2v", MODEL_FILES["l2v"], options(plan.l2v) + ["--codec", str(codec_path),
+                                                                       "--image-size", str(plan.crop_size)]))
     for kind, filename, extra in jobs:
         target = out / filename
         record.files[kind] = filename
@@ -132,7 +146,8 @@ def fit_person(
             continue
         logger.info("fitting %s → %s", kind, target)
         record.seconds[kind] = round(_train(kind, ["--out", str(target), *common, *extra], progress), 1)
-    _save_speaker(cache, holdout, out)
+    if path == "l2v":
+        _save_speaker(cache, holdout, out)
     (out / FIT_RECORD).write_text(json.dumps(asdict(record), indent=1))
     return asdict(record)
 

@@ -33,11 +33,11 @@ def _run_fit(args: argparse.Namespace) -> int:
     from .fit import fit_person
 
     record = fit_person(
-        args.clip, args.out, preset=args.preset, holdout=args.holdout, codec=args.codec, steps=args.steps,
+        args.clip, args.out, preset=args.preset, path=args.path, holdout=args.holdout, codec=args.codec, steps=args.steps,
         cache_dir=args.cache_dir, seed=args.seed, progress=_bar("fit", "step"),
     )
     logger.info("models in %s: %s", args.out, ", ".join(record["files"].values()))
-    if args.holdout > 0:
+    if args.holdout > 0 and args.path == "l2v":
         from .holdout import evaluate_holdout
 
         report = evaluate_holdout(args.out, steps=args.render_steps, progress=_bar("holdout render", "frame"))
@@ -46,13 +46,15 @@ def _run_fit(args: argparse.Namespace) -> int:
 
 
 def add_fit_command(subparsers) -> None:
-    from .fit import FIT_PRESETS
+    from .fit import FIT_PATHS, FIT_PRESETS
 
     parser = subparsers.add_parser("fit", help="fit a person's models (face autoencoder, A2L, L2V) on one clip")
     parser.add_argument("clip", help="a talking clip of the person, with audio")
     parser.add_argument("--out", required=True, help="folder for the model files (kept files are not retrained)")
     parser.add_argument("--preset", choices=sorted(FIT_PRESETS), default="tiny",
                         help="tiny: CPU minutes at 128² crops; base: paper-like 256², for a GPU")
+    parser.add_argument("--path", choices=FIT_PATHS, default="l2v",
+                        help="l2v: A2L + landmark diffusion (default); ladtalk: the SOVQAE refiner for Wav2Lip output")
     parser.add_argument("--holdout", type=float, default=0.0,
                         help="train on the first 1-H of the clip, then render and score the tail (e.g. 0.2)")
     parser.add_argument("--codec", default=None,

@@ -135,3 +135,22 @@ def test_fit_with_holdout_scores_the_tail_beside_both_baselines(fitted, tmp_path
         assert info.frame_count == 10 and info.audio_codec == "aac", name
     side = probe_media(models / "holdout" / "side_by_side.mp4")
     assert side.frame_count == 10 and side.width == 4 * side.height  # truth | ours | still | gt_landmarks
+
+
+def test_fit_ladtalk_path_trains_the_sovqae_refiner(fitted, tmp_path):
+    import json
+
+    from pipelines.checkpoint import load_checkpoint
+
+    clip, _, root = fitted
+    models = tmp_path / "ladtalk"
+    assert cli_main(["fit", str(clip), "--path", "ladtalk", "--out", str(models), "--steps", "2",
+                     "--cache-dir", str(root / "cache")]) == 0
+    record = json.loads((models / "fit.json").read_text())
+    assert record["path"] == "ladtalk" and record["files"] == {"sovqae": "sovqae.safetensors"}
+    assert load_checkpoint(models / "sovqae.safetensors", "sovqae").config.image_size == 128
+    assert not (models / "l2v.safetensors").exists()
+    with pytest.raises(LandmarkTalkError, match="--path"):
+        from pipelines.fit import fit_person
+
+        fit_person(clip, tmp_path / "x", path="wav2lip")
