@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..pipelines.audio import compute_audio_features, compute_speaker_embedding
+from ..pipelines.audio import compute_audio_features, compute_speaker_embedding, smooth_audio_features
 from ..pipelines.audio.features import DEFAULT_WINDOW
 from ._convert import audio_from_comfy
 from ._types import A2LModelType, AudioFeaturesType, SpeakerType
@@ -35,6 +35,34 @@ class LandmarkTalkAudioFeatures(io.ComfyNode):
         return io.NodeOutput(features, ui={"landmarktalk_summary": [f"{len(features)} frames at {fps:g} fps"]})
 
 
+class LandmarkTalkSmoothAudioFeatures(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="LandmarkTalkSmoothAudioFeatures",
+            display_name="Smooth Audio Features",
+            category="LandmarkTalk/audio",
+            description=("DiffTalk's temporal filter without learned weights: each frame's features become a "
+                         "weighted average of its neighbours', favouring neighbours that sound alike. A2L models "
+                         "carry their own learned filter; use this to calm noisy speech before them or other models."),
+            inputs=[
+                AudioFeaturesType.Input("features", tooltip="Feature windows from Audio Features."),
+                io.Int.Input("half_window", default=2, min=0, max=16,
+                             tooltip="Frames on each side that are averaged in; 0 passes the features through."),
+                io.Float.Input("sigma", default=1.0, min=0.1, max=16.0, step=0.1,
+                               tooltip="Width in frames of the Gaussian fall-off over the frame offset."),
+                io.Float.Input("similarity", default=4.0, min=0.0, max=32.0, step=0.1,
+                               tooltip="How strongly alike-sounding neighbours are favoured; 0 = plain Gaussian."),
+            ],
+            outputs=[AudioFeaturesType.Output("features", tooltip="Smoothed feature windows, same shape.")],
+        )
+
+    @classmethod
+    def execute(cls, features, half_window=2, sigma=1.0, similarity=4.0) -> io.NodeOutput:
+        return io.NodeOutput(smooth_audio_features(features, half_window=half_window, sigma=sigma,
+                                                   similarity=similarity))
+
+
 class LandmarkTalkSpeakerEmbedding(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -56,4 +84,4 @@ class LandmarkTalkSpeakerEmbedding(io.ComfyNode):
         return io.NodeOutput(compute_speaker_embedding(audio_from_comfy(audio), method=method))
 
 
-NODES = [LandmarkTalkAudioFeatures, LandmarkTalkSpeakerEmbedding]
+NODES = [LandmarkTalkAudioFeatures, LandmarkTalkSmoothAudioFeatures, LandmarkTalkSpeakerEmbedding]

@@ -98,3 +98,47 @@ def test_landmark_track_filter_reduces_jitter_and_keeps_motion():
     np.testing.assert_allclose(smooth_landmark_track(quadratic, 25.0), quadratic, atol=1e-3)
     short = noisy[:2]
     np.testing.assert_array_equal(smooth_landmark_track(short, 25.0), short)
+
+
+def _noisy_features(seed=0, frames=120):
+    from pipelines.types import AudioFeatures
+
+    rng = np.random.default_rng(seed)
+    # two "sounds" (A for 60 frames, then B) with per-frame noise
+    a, b = rng.normal(0, 1, (20, 8)), rng.normal(0, 1, (20, 8))
+    clean = np.stack([a if t < frames // 2 else b for t in range(frames)]).astype(np.float32)
+    noisy = clean + rng.normal(0, 0.5, clean.shape).astype(np.float32)
+    return clean, AudioFeatures(features=noisy, fps=25.0, kind="test")
+
+
+def test_parameter_free_audio_smoothing_lowers_noise_and_keeps_the_change_of_sound():
+    from pipelines.audio import smooth_audio_features
+
+    clean, noisy = _noisy_features()
+    out = smooth_audio_features(noisy, half_window=3, sigma=2.0)
+    assert out.features.shape == noisy.features.shape and out.fps == 25.0 and out.kind == "test"
+    error_before = np.abs(noisy.features - clean).mean()
+    error_after = np.abs(out.features - clean).mean()
+    assert error_after < 0.7 * error_before
+    # a convex combination of neighbours: never outside their range
+    x = noisy.features
+    assert (out.features <= np.maximum.reduce([np.roll(x, k, 0) for k in range(-3, 4)]) + 1e-5).all()
+    # similarity weighting blurs the change of sound less than a plain Gaussian of the same width
+    plain = smooth_audio_features(noisy, half_window=3, sigma=2.0, similarity=0.0)
+    edge = slice(57, 63)
+    assert np.abs(out.features[edge] - clean[edge]).mean() < np.abs(plain.features[edge] - clean[edge]).mean()
+
+
+def test_parameter_free_audio_smoothing_edge_cases():
+    from pipelines.audio import smooth_audio_features
+    from pipelines.types import AudioFeatures
+
+    _, noisy = _noisy_features(frames=10)
+    assert smooth_audio_features(noisy, half_window=0) is noisy
+    constant = AudioFeatures(features=np.ones((7, 4, 3), np.float32), fps=30.0, kind="c")
+    assert np.allclose(smooth_audio_features(constant, half_window=4).features, 1.0)
+    with pytest.raises(LandmarkTalkError, match="half_window"):
+        smooth_audio_features(noisy, half_window=-1)
+    bad = AudioFeatures(features=np.full((5, 4, 3), np.nan, np.float32), fps=25.0, kind="nan")
+    with pytest.raises(LandmarkTalkError, match="finite"):
+        smooth_audio_features(bad)

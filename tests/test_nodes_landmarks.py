@@ -61,6 +61,17 @@ def test_audio_features_cover_the_speech_at_fps(speech):
     assert out.ui["landmarktalk_summary"] == ["45 frames at 30 fps"]
 
 
+def test_smooth_audio_features_node_keeps_the_shape_and_calms_changes(speech):
+    (features,) = _nodes("audio").LandmarkTalkAudioFeatures.execute(audio=speech, fps=25.0, window=20).result
+    (smoothed,) = _nodes("audio").LandmarkTalkSmoothAudioFeatures.execute(
+        features=features, half_window=3, sigma=2.0, similarity=0.0).result
+    assert smoothed.features.shape == features.features.shape and smoothed.fps == 25.0
+    step = lambda x: float(np.abs(np.diff(x, axis=0)).mean())  # noqa: E731
+    assert step(smoothed.features) < 0.8 * step(features.features)
+    (same,) = _nodes("audio").LandmarkTalkSmoothAudioFeatures.execute(features=features, half_window=0).result
+    np.testing.assert_array_equal(same.features, features.features)
+
+
 def test_speaker_embedding_uses_the_models_method(a2l_files, speech):
     (a2l, _) = _nodes("loaders").LandmarkTalkLoadA2L.execute(model_name="alice/a2l.safetensors").result
     (vector,) = _nodes("audio").LandmarkTalkSpeakerEmbedding.execute(a2l=a2l, audio=speech).result

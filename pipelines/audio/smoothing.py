@@ -1,4 +1,4 @@
-"""Temporal smoothing: DiffTalk's learnable audio filter and a parameter-free landmark filter.
+"""Temporal smoothing: DiffTalk's learnable audio filter, its parameter-free form, and a landmark filter.
 
 :class:`TemporalSmoother` follows DiffTalk §4.2.2: for frame ``i`` it looks at the per-frame features
 ``[F_{i-w}, …, F_{i+w}]`` (``w = 8`` in the paper), scores them with self-attention and returns their
@@ -9,7 +9,7 @@ products are zero at initialisation) and training learns where to look.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -17,8 +17,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import LandmarkTalkError
+from ..types import AudioFeatures
 
-__all__ = ["TemporalSmootherConfig", "TemporalSmoother", "smooth_landmark_track"]
+__all__ = ["TemporalSmootherConfig", "TemporalSmoother", "smooth_audio_features", "smooth_landmark_track"]
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,35 @@ class TemporalSmoother(nn.Module):
             raise LandmarkTalkError(f"TemporalSmoother: expected [B, T, {self.config.dim}] features, got {tuple(x.shape)}")
         weights, windows = self._weights_and_windows(x)
         return torch.einsum("btk,btkc->btc", weights, windows)
+
+
+def smooth_audio_features(features: AudioFeatures, *, half_window: int = 2, sigma: float = 1.0,
+                          similarity: float = 4.0) -> AudioFeatures:
+    """Parameter-free form of the filter above on [T, W, D] feature windows: each frame's window becomes a
+    convex combination of its 2·half_window+1 neighbours', weighted by a Gaussian over the frame offset
+    (``sigma`` frames) times exp(``similarity`` × cosine similarity of the windows), so neighbours that
+    sound alike count more and a change of sound is blurred less than by a plain moving average.
+    ``half_window`` 0 returns the features unchanged.
+    """
+    if half_window < 0 or not sigma > 0 or similarity < 0:
+        raise LandmarkTalkError(
+            f"smooth_audio_features: half_window {half_window}, sigma {sigma}, similarity {similarity}; "
+            "give half_window >= 0, sigma > 0 and similarity >= 0"
+        )
+    windows = np.asarray(features.features, dtype=np.float32)
+    if windows.ndim != 3 or not np.isfinite(windows).all():
+        raise LandmarkTalkError(f"audio features: expected finite [T, W, D] windows, got shape {windows.shape}")
+    if half_window == 0 or len(windows) < 2:
+        return features
+    w = half_window
+    x = torch.from_numpy(windows).reshape(1, len(windows), -1)
+    padded = F.pad(x.transpose(1, 2), (w, w), mode="replicate").transpose(1, 2)
+    neighbours = padded.unfold(1, 2 * w + 1, 1).transpose(2, 3)  # 1 t k c
+    cosine = F.cosine_similarity(x.unsqueeze(2), neighbours, dim=-1, eps=1e-6)  # 1 t k
+    offsets = torch.arange(-w, w + 1, dtype=torch.float32)
+    weights = torch.softmax(-0.5 * (offsets / sigma) ** 2 + similarity * cosine, dim=-1)
+    smoothed = torch.einsum("btk,btkc->btc", weights, neighbours).reshape(windows.shape)
+    return replace(features, features=smoothed.numpy())
 
 
 def smooth_landmark_track(points: np.ndarray, fps: float, *, window_s: float = 0.2, polyorder: int = 2) -> np.ndarray:
