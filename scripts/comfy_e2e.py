@@ -111,8 +111,12 @@ def fetch_json(base_url: str, route: str, payload: dict | None = None, timeout_s
 
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO", "COMFY_DYNAMICCOMBO_V3"}
 DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3"
-# Upload combos are followed in widgets_values by frontend-only values (the upload button, the preview).
+# A node with upload combos ends its widgets_values with frontend-only values (the upload button, the audio
+# player), after all its other widgets; one upload widget per node, of its first upload combo's kind
+# (checked in frontend 1.49.6: LoadImage/LoadVideo [.., "image"], LoadAudio [.., null, ""]).
 UPLOAD_EXTRA_VALUES = {"image_upload": 1, "video_upload": 1, "audio_upload": 2}
+# The frontend gives an INT input with one of these names a control_after_generate widget by itself.
+SEED_NAMES = ("seed", "noise_seed")
 FRONTEND_ONLY_NODES = {"Note", "MarkdownNote"}
 MODE_MUTED = 2
 
@@ -156,9 +160,8 @@ def _take_widget_values(name: str, spec: list, values: list, index: int, out: di
     out[name] = value
     index += 1
     options = input_options(spec)
-    if options.get("control_after_generate"):
+    if options.get("control_after_generate") or (input_type(spec) == "INT" and name in SEED_NAMES):
         index += 1  # the frontend's "fixed"/"randomize" value
-    index += next((extra for flag, extra in UPLOAD_EXTRA_VALUES.items() if options.get(flag)), 0)
     if input_type(spec) == DYNAMIC_COMBO:
         chosen = next((o for o in options.get("options", []) if o.get("key") == value), None)
         if chosen is None:
@@ -170,6 +173,15 @@ def _take_widget_values(name: str, spec: list, values: list, index: int, out: di
     return index
 
 
+def upload_extra_count(info: dict) -> int:
+    """How many frontend-only values end the widgets_values of a node with upload combos."""
+    for _, spec in ordered_inputs(info):
+        extra = next((n for flag, n in UPLOAD_EXTRA_VALUES.items() if input_options(spec).get(flag)), 0)
+        if extra:
+            return extra
+    return 0
+
+
 def expected_widget_count(info: dict, values: list) -> int:
     """How many widgets_values a node of this /object_info entry holds (dynamic combos read their choice)."""
     scratch: dict = {}
@@ -177,7 +189,7 @@ def expected_widget_count(info: dict, values: list) -> int:
     for name, spec in ordered_inputs(info):
         if is_widget(spec):
             index = _take_widget_values(name, spec, values, index, scratch, info.get("name", "?"))
-    return index
+    return index + upload_extra_count(info)
 
 
 def workflow_to_prompt(workflow: dict, object_info: dict) -> dict:
@@ -203,6 +215,7 @@ def workflow_to_prompt(workflow: dict, object_info: dict) -> dict:
         for name, spec in ordered_inputs(info):
             if is_widget(spec):
                 index = _take_widget_values(name, spec, values, index, inputs, where)
+        index += upload_extra_count(info)
         if index != len(values):
             raise WorkflowError(f"{where}: {len(values)} widgets_values, /object_info implies {index}")
         for slot in node.get("inputs", []):

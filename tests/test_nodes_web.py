@@ -23,7 +23,7 @@ class FakeNode {
   constructor() { this.widgets = []; this.size = [200, 80]; this.seen = []; }
   onExecuted(output) { this.seen.push(output); }
   addWidget(type, name, value, callback, options) {
-    const widget = { type, name, value, options };
+    const widget = { type, name, value, callback, options };
     this.widgets.push(widget);
     return widget;
   }
@@ -36,6 +36,9 @@ await extension.beforeRegisterNodeDef(FakeNode, { name: "LandmarkTalkTrackFace" 
 const node = new FakeNode();
 node.onExecuted({ images: [], landmarktalk_summary: ["120 frames", 3, "1 face"] });
 node.onExecuted({ images: [], landmarktalk_summary: ["60 frames"] });
+const [summary] = node.widgets;
+summary.value = "edited";  // what the frontend does on an edit, before it calls the callback
+summary.callback(summary.value);
 results.tracked = { widgets: node.widgets, size: node.size, chained: node.seen.length };
 class OtherNode { onExecuted() {} addWidget() { throw new Error("touched a core node"); } }
 await extension.beforeRegisterNodeDef(OtherNode, { name: "KSampler" });
@@ -67,6 +70,8 @@ def test_summary_is_shown_once_never_serialized_and_only_on_our_nodes(tmp_path):
     assert len(tracked["widgets"]) == 1  # reused on the second run, not added again
     widget = tracked["widgets"][0]
     assert widget["value"] == "60 frames" and widget["serialize"] is False
-    assert widget["options"]["serialize"] is False and widget["disabled"] is True
+    assert widget["options"]["serialize"] is False
+    # Not disabled (frontend 1.49.6 would draw only its label); an edit is undone by the callback instead.
+    assert not widget.get("disabled")
     assert tracked["size"][1] >= 104  # grew to fit the field
     assert results["plain"] == 0  # no summary in the output: nothing added

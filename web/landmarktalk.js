@@ -12,13 +12,14 @@ const WIDGET_NAME = "landmarktalk_summary";
 export function showSummary(node, parts) {
   let widget = node.widgets?.find((w) => w.name === WIDGET_NAME);
   if (!widget) {
-    widget = node.addWidget("text", WIDGET_NAME, "", () => {}, { serialize: false });
+    // Read-only by undoing edits: the frontend draws a disabled widget as its label alone, hiding the text.
+    widget = node.addWidget("text", WIDGET_NAME, "", () => { widget.value = widget.summary; }, { serialize: false });
     // Not in widgets_values (would shift the saved values) nor in the API prompt.
     widget.serialize = false;
     widget.label = "result";
-    widget.disabled = true;
   }
-  widget.value = parts.join(" · ");
+  widget.summary = parts.join(" · ");
+  widget.value = widget.summary;
   const [width, height] = node.computeSize?.() ?? node.size;
   node.setSize?.([Math.max(node.size[0], width), Math.max(node.size[1], height)]);
   node.setDirtyCanvas?.(true, true);
