@@ -217,6 +217,27 @@ def _read_face(path: Path, fps: float | None) -> tuple[np.ndarray, float]:
     return frames, rate
 
 
+def _photo_with_head_motion(face: Path, pose_video: Path, settings: RenderSettings,
+                            size: int) -> tuple[np.ndarray, float]:
+    """The photo moved frame by frame like the head in ``pose_video``, at that video's rate (or settings.fps)."""
+    from .face import track_face
+    from .face.motion import apply_head_motion, head_motion_transforms
+
+    if face.suffix.lower() not in _PHOTO_SUFFIXES:
+        raise LandmarkTalkError(
+            f"--pose-video {pose_video}: head motion is for a photo as --face; {face.name} is a video and "
+            "brings its own head motion (drop --pose-video)"
+        )
+    driving, fps = _read_face(pose_video, settings.fps)
+    if len(driving) < 2:
+        raise LandmarkTalkError(f"--pose-video {pose_video}: give a video (two frames or more), not a photo")
+    photo, _ = _read_face(face, fps)
+    photo_track = track_face(photo, fps=fps, crop_size=size, face=settings.face, source=str(face))
+    driving_track = track_face(driving, fps=fps, crop_size=size, face="largest", source=str(pose_video))
+    transforms = head_motion_transforms(photo_track.landmarks[0], driving_track.landmarks)
+    return apply_head_motion(photo[0], transforms), fps
+
+
 def render_video(
     face: str | os.PathLike,
     audio: str | os.PathLike,
@@ -225,17 +246,26 @@ def render_video(
     settings: RenderSettings = RenderSettings(),
     *,
     overwrite: bool = False,
+    pose_video: str | os.PathLike | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> Path:
-    """Render ``face`` (photo or video) speaking ``audio`` to ``out`` (H.264 + AAC), atomically."""
+    """Render ``face`` (photo or video) speaking ``audio`` to ``out`` (H.264 + AAC), atomically.
+
+    ``pose_video``: with a photo as ``face``, a video whose head motion the photo follows (in-plane:
+    translation, roll and scale; see :mod:`pipelines.face.motion`); its length then drives the length modes.
+    """
     from .face import track_face
     from .media import VideoWriter, read_audio
 
     face, audio_path, out = Path(face), Path(audio), Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"--out {out} already exists; choose another name or pass --overwrite")
-    frames, fps = _read_face(face, settings.fps)
-    track = track_face(frames, fps=fps, crop_size=models.l2v.config.image_size, face=settings.face, source=str(face))
+    size = models.l2v.config.image_size
+    if pose_video is not None:
+        frames, fps = _photo_with_head_motion(face, Path(pose_video), settings, size)
+    else:
+        frames, fps = _read_face(face, settings.fps)
+    track = track_face(frames, fps=fps, crop_size=size, face=settings.face, source=str(face))
     speech = read_audio(audio_path)
     speech_16k = read_audio(audio_path, sample_rate=16000, mono=True)
     total = frame_count_for(speech.duration_s, fps)

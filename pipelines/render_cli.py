@@ -80,6 +80,7 @@ def _run_render(args: argparse.Namespace) -> int:
         crf=args.crf, device=args.device, dtype=args.dtype, paste_region=args.paste_region,
     )
     out = render_video(args.face, args.audio, models, args.out, settings, overwrite=args.overwrite,
+                       pose_video=args.pose_video,
                        progress=_bar("render", "frame"))
     logger.info("wrote %s", Path(out))
     return 0
@@ -109,6 +110,8 @@ def add_render_command(subparsers) -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
                         help="compute precision (bfloat16 on CUDA)")
+    parser.add_argument("--pose-video", default=None,
+                        help="with a photo as --face: a video whose head motion (shift, roll, scale) the photo follows")
     parser.add_argument("--paste-region", choices=["lower", "face"], default="lower",
                         help="paste back the mouth and jaw only (default) or the whole generated face")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")

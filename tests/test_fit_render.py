@@ -68,6 +68,33 @@ def test_render_from_a_photo(fitted, tmp_path):
     assert probe_media(out).frame_count == 60
 
 
+def test_photo_follows_the_head_motion_of_a_pose_video(fitted, tmp_path, caplog):
+    import cv2
+
+    clip, models, _ = fitted
+    frames, _ = read_video(clip, max_frames=1)
+    photo = tmp_path / "photo.png"
+    cv2.imwrite(str(photo), cv2.cvtColor(frames[0], cv2.COLOR_RGB2BGR))
+    # a driving video: the clip's first frame drifting right by 1 px per frame (a known head motion)
+    drift = np.stack([np.roll(frames[0], t, axis=1) for t in range(25)])
+    driving = tmp_path / "drive.mp4"
+    write_video(driving, drift, fps=25.0, preset="ultrafast", crf=12)
+    out = tmp_path / "posed.mp4"
+    assert cli_main(["render", "--face", str(photo), "--audio", str(SHARED_DATA / "audio" / "silence_16k.wav"),
+                     "--models", str(models), "--out", str(out), "--steps", "1", "--pose-video", str(driving),
+                     "--length-mode", "loop"]) == 0
+    video, fps = read_video(out)
+    assert len(video) == 50 and fps == 25.0
+    # the rendered head moved with the driving one: the upper face (pasted from the moved photo) shifted right
+    top = slice(100, 220)
+    first, later = video[0, top].astype(np.float32), video[20, top].astype(np.float32)
+    errors = [np.abs(np.roll(first, k, axis=1)[:, 40:-40] - later[:, 40:-40]).mean() for k in range(0, 31)]
+    assert 15 <= int(np.argmin(errors)) <= 25
+    assert cli_main(["render", "--face", str(clip), "--audio", str(SHARED_DATA / "audio" / "silence_16k.wav"),
+                     "--models", str(models), "--out", str(tmp_path / "x.mp4"), "--pose-video", str(driving)]) != 0
+    assert "head motion is for a photo" in caplog.text and not (tmp_path / "x.mp4").exists()
+
+
 def test_bad_inputs_name_the_problem(fitted, tmp_path):
     from pipelines.render import RenderSettings, load_talking_head_models, render_video
 
