@@ -17,7 +17,8 @@ logger = logging.getLogger(__name__)
 __all__ = ["LandmarkTalkExtension", "NODE_MODULES", "load_node_classes"]
 
 # Stage modules in menu order; each exposes NODES (a list of io.ComfyNode classes).
-NODE_MODULES = ("loaders", "audio", "face", "landmarks", "sampling", "refine", "video", "render", "fit", "evaluate")
+NODE_MODULES = ("loaders", "audio", "face", "landmarks", "sampling", "refine", "video", "render", "fit", "evaluate",
+                "dae")
 
 
 def load_node_classes(modules: tuple[str, ...] = NODE_MODULES) -> list[type[io.ComfyNode]]:

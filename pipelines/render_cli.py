@@ -5,6 +5,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from .errors import LandmarkTalkError
+
 __all__ = ["add_fit_command", "add_render_command"]
 
 logger = logging.getLogger(__name__)
@@ -32,9 +34,11 @@ def _bar(desc: str, unit: str):
 def _run_fit(args: argparse.Namespace) -> int:
     from .fit import fit_person
 
+    if args.path == "dae":
+        return _run_fit_dae(args)
     record = fit_person(
-        args.clip, args.out, preset=args.preset, path=args.path, holdout=args.holdout, codec=args.codec, steps=args.steps,
-        cache_dir=args.cache_dir, seed=args.seed, progress=_bar("fit", "step"),
+        args.clip, args.out, preset=args.preset, path=args.path, holdout=args.holdout, codec=args.codec,
+        steps=args.steps, cache_dir=args.cache_dir, seed=args.seed, progress=_bar("fit", "step"),
     )
     logger.info("models in %s: %s", args.out, ", ".join(record["files"].values()))
     if args.holdout > 0 and args.path == "l2v":
@@ -42,6 +46,18 @@ def _run_fit(args: argparse.Namespace) -> int:
 
         report = evaluate_holdout(args.out, steps=args.render_steps, progress=_bar("holdout render", "frame"))
         logger.info("hold-out figures written to %s", report)
+    return 0
+
+
+def _run_fit_dae(args: argparse.Namespace) -> int:
+    from .dae import evaluate_dae_holdout, fit_dae
+
+    record = fit_dae(args.clip, args.out, holdout=args.holdout, steps=args.steps, preset=args.preset,
+                     cache_dir=args.cache_dir, seed=args.seed, progress=_bar("fit", "step"))
+    logger.info("DAE models in %s: %s", args.out, ", ".join(str(f) for f in record.get("files", {}).values()))
+    if args.holdout > 0:
+        evaluate_dae_holdout(args.out, steps=args.render_steps, progress=_bar("holdout render", "frame"))
+        logger.info("hold-out figures written to %s", Path(args.out) / "dae_holdout.json")
     return 0
 
 
@@ -53,8 +69,9 @@ def add_fit_command(subparsers) -> None:
     parser.add_argument("--out", required=True, help="folder for the model files (kept files are not retrained)")
     parser.add_argument("--preset", choices=sorted(FIT_PRESETS), default="tiny",
                         help="tiny: CPU minutes at 128² crops; base: paper-like 256², for a GPU")
-    parser.add_argument("--path", choices=FIT_PATHS, default="l2v",
-                        help="l2v: A2L + landmark diffusion (default); ladtalk: the SOVQAE refiner for Wav2Lip output")
+    parser.add_argument("--path", choices=FIT_PATHS + ("dae",), default="l2v",
+                        help="l2v: A2L + landmark diffusion (default); ladtalk: the SOVQAE refiner for Wav2Lip "
+                             "output; dae: DAE-Talker's diffusion autoencoder + speech-to-latent Conformer")
     parser.add_argument("--holdout", type=float, default=0.0,
                         help="train on the first 1-H of the clip, then render and score the tail (e.g. 0.2)")
     parser.add_argument("--codec", default=None,
@@ -68,6 +85,17 @@ def add_fit_command(subparsers) -> None:
 
 def _run_render(args: argparse.Namespace) -> int:
     from .fit import read_fit_record
+
+    if args.path == "dae":
+        from .dae import render_dae_video
+
+        out = render_dae_video(args.face, args.audio, args.models, args.out, pose=args.pose, steps=args.steps,
+                               chunk_frames=args.chunk_frames, length_mode=args.length_mode, device=args.device,
+                               overwrite=args.overwrite, progress=_bar("render", "frame"))
+        logger.info("wrote %s", Path(out))
+        return 0
+    if args.pose:
+        raise LandmarkTalkError("--pose: pose curves drive the DAE path; add --path dae (L2V follows the face video)")
     from .render import RenderSettings, load_talking_head_models, render_video
 
     record = read_fit_record(args.models) or {}
@@ -110,6 +138,11 @@ def add_render_command(subparsers) -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
                         help="compute precision (bfloat16 on CUDA)")
+    parser.add_argument("--path", choices=["l2v", "dae"], default="l2v",
+                        help="which fitted models render: l2v (default) or dae (folder written by fit --path dae)")
+    parser.add_argument("--pose", default="",
+                        help="DAE path: head pose curves in degrees, e.g. 'yaw: sin 8 2.0' (amplitude, period s) "
+                             "or 'yaw: 0, 10, -5' (keyframes); unset angles follow the face video")
     parser.add_argument("--pose-video", default=None,
                         help="with a photo as --face: a video whose head motion (shift, roll, scale) the photo follows")
     parser.add_argument("--paste-region", choices=["lower", "face"], default="lower",
