@@ -15,6 +15,11 @@
 4. feeds ``silence_16k.wav`` and checks the predicted lip opening against the speaker's closed-mouth
    level (10th percentile of its training lip opening).
 
+``--stage inner`` chooses settings without touching the held-out tail: it trains on the first 75 % of each
+clip's training part (60 % of the clip) and evaluates, with the same baselines, on the rest of the training
+part (the next 20 %). ``--stage final`` (the default) trains on the whole training part and evaluates on the
+held-out tail; run it once, with the settings the inner stage chose.
+
 Prints a Markdown report, writes it with ``report.json`` into ``--out``. Nothing is downloaded.
 """
 from __future__ import annotations
@@ -109,7 +114,23 @@ def _prepare(clips: list[Path], cache_dir: Path, standin: bool) -> tuple[list[Cl
         return [_prepare_standin(c, cache_dir / (cache_dir_for(c, _CROP, cache_dir).name + "-dlib")) for c in clips], "dlib stand-in"
     from pipelines.cache import prepare_clip_cache
 
-    return [prepare_clip_cache(c, cache_dir_for(c, _CROP, cache_dir), crop_size=_CROP) for c in clips], "pipelines.face"
+    return [_existing_cache(c, cache_dir) or prepare_clip_cache(c, cache_dir_for(c, _CROP, cache_dir), crop_size=_CROP)
+            for c in clips], "pipelines.face"
+
+
+def _existing_cache(clip: Path, cache_dir: Path) -> ClipCache | None:
+    """A cache of this clip already in ``cache_dir`` under an older key (the clip's file was copied again,
+    which changes its mtime): reused, so every run compares on the same tracked landmarks."""
+    import json as _json
+
+    for root in sorted(cache_dir.glob(f"{clip.stem}-*-{_CROP}")):
+        try:
+            meta = _json.loads((root / "meta.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if meta.get("source") == str(clip.resolve()) and meta.get("crop_size") == _CROP:
+            return load_clip_caches(root)[0]
+    return None
 
 
 def _frame_rms(samples: np.ndarray, fps: float, frames: range, rate: int = 16000) -> np.ndarray:
@@ -152,7 +173,8 @@ def _evaluate(model: A2L, task: A2LTask, caches: list[ClipCache], silence, refer
             ref_px = cache.landmarks()[ref_id]
             ref_canon, ref_frame = to_canonical(ref_px)
             reference = Landmarks(ref_px[None], crop_size=cache.crop_size, fps=cache.fps)
-            predicted_px = predict_landmarks(model, features, reference, clip.speaker).points
+            own = cache.landmarks()[clip.train.start:clip.train.stop]  # the speaker's training frames
+            predicted_px = predict_landmarks(model, features, reference, clip.speaker, speaker_frames=own).points
             mouth_ref = ref_canon.copy()  # training frames laid onto this reference, mouths averaged
             mouth_ref[_MOUTH] = align_to_reference(train_canon, ref_canon)[:, _MOUTH].mean(axis=0)
             canon = {
@@ -168,7 +190,7 @@ def _evaluate(model: A2L, task: A2LTask, caches: list[ClipCache], silence, refer
                 per_ref[m]["mlmd_tracked"].append(_mlmd(tracked_px, truth_px))
                 per_ref[m]["r_rms"].append(_pearson(opening, rms))
                 per_ref[m]["r_true"].append(_pearson(opening, true_opening))
-            quiet = predict_landmarks(model, silence_features, reference, clip.speaker).points
+            quiet = predict_landmarks(model, silence_features, reference, clip.speaker, speaker_frames=own).points
             quiet_opening = lip_opening(to_canonical(quiet)[0])
             silence_opening.append(float(quiet_opening.mean()))
             silence_settled.append(float(quiet_opening[int(round(0.4 * cache.fps)):].mean()))
@@ -197,15 +219,19 @@ def _fmt(value, digits=2) -> str:
 def _report(result: dict, meta: dict) -> str:
     methods, rows = result["methods"], result["clips"]
     lines = [
-        "## A2L (audio → landmarks): held-out check on the shared clips", "",
+        "## A2L (audio → landmarks): held-out check on the shared clips" if meta["stage"] == "final"
+        else "## A2L (audio → landmarks): inner validation (choosing settings; the held-out tail is not used)", "",
         f"Command: `{meta['command']}`  ",
         f"Tracking: {meta['tracker']}. Device: CPU ({torch.get_num_threads()} threads, shared machine). "
         f"Wall time: prepare {meta['prepare_s']:.0f} s, train {meta['train_s']:.0f} s ({meta['steps']} steps, "
         f"preset `{meta['preset']}`: {meta['config']}), evaluate {meta['eval_s']:.0f} s.  ",
-        f"One model trained on the first {100 - meta['holdout'] * 100:.0f} % of all {len(rows)} clips; figures on the last "
-        f"{meta['holdout'] * 100:.0f} % of each, averaged over {meta['references']} reference frames per clip taken "
+        (f"One model trained on the first {100 - meta['holdout'] * 100:.0f} % of all {len(rows)} clips; figures on the last "
+         f"{meta['holdout'] * 100:.0f} % of each" if meta["stage"] == "final" else
+         f"Inner split: one model trained on the first {meta['train_pct']:.0f} % of all {len(rows)} clips; figures on the next "
+         f"{meta['val_pct']:.0f} % of each (the held-out last {meta['holdout'] * 100:.0f} % is not used)") + f", averaged over {meta['references']} reference frames per clip taken "
         "from its training part. Validation loss: "
-        f"{meta['val_start']:.4f} (untrained = still reference) → {meta['val_end']:.4f}.", "",
+        f"{meta['val_start']:.4f} (untrained = the {'still reference' if meta['mouth_start'] == 'reference' else 'mean training mouth'}) "
+        f"→ {meta['val_end']:.4f}.", "",
         "M-LMD = mean distance of mouth points 48–67 in 256² crop pixels (lower is better). *Still pose*: every "
         "shape in the reference frame's pose; *tracked pose*: every shape laid onto the true frame's rigid points "
         "(nose, eye corners) by a least-squares similarity, so only the non-rigid shape differs. r = Pearson correlation over held-out frames.", "",
@@ -262,6 +288,19 @@ def main() -> int:
     parser.add_argument("--jaw-weight", type=float, default=0.25)
     parser.add_argument("--opening-weight", type=float, default=3.0)
     parser.add_argument("--no-augment", action="store_true")
+    parser.add_argument("--stage", default="final", choices=["inner", "final"],
+                        help="inner: choose settings on an inner split of the training part; final: the held-out check")
+    parser.add_argument("--inner-holdout", type=float, default=0.25, help="tail of the training part that validates in --stage inner")
+    parser.add_argument("--mouth-start", default="reference", choices=["reference", "mean_shape"])
+    parser.add_argument("--mouth-components", type=int, default=0, help="PCA coefficients instead of free coordinates (0 = free)")
+    parser.add_argument("--content-dim", type=int, default=None, help="override the preset's")
+    parser.add_argument("--hidden-dim", type=int, default=None, help="override the preset's")
+    parser.add_argument("--mouth-weight", type=float, default=3.0)
+    parser.add_argument("--weight-decay", type=float, default=1e-4)
+    parser.add_argument("--ema-decay", type=float, default=0.995)
+    parser.add_argument("--warmup", type=int, default=100)
+    parser.add_argument("--window-seconds", type=float, nargs=2, default=(2.0, 4.0), metavar=("MIN", "MAX"),
+                        help="length range of training windows")
     parser.add_argument("--references", type=int, default=5, help="reference frames per clip to average over")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 is fastest on a busy machine)")
@@ -279,17 +318,22 @@ def main() -> int:
     prepared = time.perf_counter()
 
     torch.manual_seed(args.seed)
-    overrides = {k: v for k, v in (("driven_points", args.driven_points), ("dropout", args.dropout)) if v is not None}
-    config = A2LConfig.preset(args.preset, speaker_method=resolve_speaker_method(args.speaker), **overrides)
+    overrides = {k: v for k, v in (("driven_points", args.driven_points), ("dropout", args.dropout),
+                                    ("content_dim", args.content_dim), ("hidden_dim", args.hidden_dim)) if v is not None}
+    config = A2LConfig.preset(args.preset, speaker_method=resolve_speaker_method(args.speaker), mouth_start=args.mouth_start,
+                              mouth_components=args.mouth_components, **overrides)
+    inner = args.inner_holdout if args.stage == "inner" else 0.0
     task = A2LTask(caches, config, holdout=args.holdout, velocity_weight=args.velocity_weight, jaw_weight=args.jaw_weight,
-                   opening_weight=args.opening_weight,
-                   silence_probability=args.silence_probability, augment=not args.no_augment)
+                   opening_weight=args.opening_weight, mouth_weight=args.mouth_weight, window_seconds=tuple(args.window_seconds),
+                   silence_probability=args.silence_probability, augment=not args.no_augment, inner_holdout=inner)
     model = A2L(config)
+    if config.mouth_components:
+        model.set_shape_basis(task.shape_basis(model))
     with torch.no_grad():
         val_start = float(np.mean([float(task.compute_loss(model.eval(), b)[0]) for b in task.validation_batches(1)]))
     args.out.mkdir(parents=True, exist_ok=True)
-    train_config = TrainConfig(steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr, weight_decay=1e-4,
-                               warmup_steps=100, ema_decay=0.995, val_every=max(1, args.steps // 10), save_every=10**9,
+    train_config = TrainConfig(steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr, weight_decay=args.weight_decay,
+                               warmup_steps=min(args.warmup, args.steps // 2), ema_decay=args.ema_decay, val_every=max(1, args.steps // 10), save_every=10**9,
                                seed=args.seed, resume=False, overwrite=True)
     def progress(step: int, total: int, logs: dict) -> None:
         if step % 100 == 0 or step == total or "val_loss" in logs:
@@ -307,7 +351,9 @@ def main() -> int:
         "command": "python " + " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:]), "tracker": tracker,
         "prepare_s": prepared - started, "train_s": trained - prepared, "eval_s": done - trained, "steps": args.steps,
         "preset": args.preset, "speaker_method": config.speaker_method, "config": str(config), "holdout": args.holdout,
-        "references": args.references, "val_start": val_start, "val_end": result.final_validation_loss,
+        "references": args.references, "stage": args.stage, "mouth_start": config.mouth_start,
+        "train_pct": 100 * (1 - args.holdout) * (1 - inner), "val_pct": 100 * (1 - args.holdout) * inner if inner else 100 * args.holdout,
+        "val_start": val_start, "val_end": result.final_validation_loss,
         "val_history": list(zip(result.history["val_step"], result.history["val_loss"])),
     }
     report = _report(evaluation, meta)

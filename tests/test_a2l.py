@@ -266,3 +266,121 @@ def test_task_batches_silence_augmentation_and_determinism(tmp_path):
     assert torch.all(a["weight"] == 1.0) and not a["silent"].any()
     # Training windows never reach into the held-out tail.
     assert clip.train.stop == 80 and task.window_frames[1] <= 80
+
+
+def test_mean_shape_start_untrained_model_returns_the_speakers_mean_mouth():
+    torch.manual_seed(0)
+    model = A2L(A2LConfig.preset("tiny", mouth_start="mean_shape"))
+    cfg = model.config
+    reference = torch.from_numpy(to_canonical(_template(0.08) * 40 + 32)[0])[None]
+    mean_shape = torch.from_numpy(to_canonical(_template(0.02) * 40 + 32)[0])[None]
+    args = (torch.randn(1, 6, cfg.feature_window, cfg.feature_dim), reference, torch.randn(1, cfg.speaker_dim))
+    out = model(*args, mean_shape=mean_shape)[0]
+    driven = list(range(0, 17)) + list(range(48, 68))
+    torch.testing.assert_close(out[:, driven], mean_shape[:, driven].expand(6, -1, -1))
+    torch.testing.assert_close(out[:, 17:48], reference[:, 17:48].expand(6, -1, -1))
+    torch.testing.assert_close(model(*args), reference.expand(6, 68, 2)[None])  # no mean shape given: the reference
+    # Through predict_landmarks: a photo reference with an open mouth plus frames of the speaker → the mean
+    # of those frames' mouths laid onto the photo (the mean-mouth baseline), in the photo's pose.
+    audio, points, _, crop = _synthetic_clip(1.0, 0)
+    feats = compute_audio_features(audio, FPS)
+    speaker = np.ones(256, np.float32) / 16
+    photo = Landmarks(points[12:13], crop_size=crop, fps=FPS)
+    predicted = predict_landmarks(model, feats, photo, speaker, speaker_frames=points).points
+    photo_canon, photo_frame = to_canonical(photo.points[0])
+    expected = align_to_reference(to_canonical(points)[0], photo_canon).mean(axis=0)
+    expected_px = from_canonical(expected, photo_frame)
+    np.testing.assert_allclose(predicted[:, 48:68], np.broadcast_to(expected_px[48:68], (25, 20, 2)), atol=1e-3)
+    assert abs(lip_opening(expected) - lip_opening(photo_canon)) > 1e-3  # the photo's own mouth really was different
+    with pytest.raises(LandmarkTalkError, match="speaker_frames"):
+        predict_landmarks(model, feats, photo, speaker, speaker_frames=points[0])
+    with pytest.raises(LandmarkTalkError, match="mouth_start"):
+        A2LConfig(mouth_start="mean")
+
+
+def test_shape_basis_model_moves_only_within_the_basis(tmp_path):
+    from pipelines.train.a2l_task import A2LTask
+
+    cache, _ = _write_cache(tmp_path / "clip", seconds=4.0)
+    config = A2LConfig.preset("tiny", speaker_method="logmel", mouth_components=3)
+    task = A2LTask([cache], config, window_seconds=(1.0, 1.5))
+    torch.manual_seed(0)
+    model = A2L(config)
+    basis = task.shape_basis(model)
+    assert basis.shape == (3, 136) and np.isfinite(basis).all()
+    assert np.all(basis.reshape(3, 68, 2)[:, 17:48] == 0)  # non-driven points never move
+    # The synthetic mouth opens along one direction: the first component is it (lower lip down, jaw down).
+    opening = (to_canonical(_template(0.1))[0] - to_canonical(_template(0.0))[0]).reshape(-1)
+    cosine = abs(basis[0] @ opening) / np.linalg.norm(basis[0]) / np.linalg.norm(opening)
+    assert cosine > 0.9
+    model.set_shape_basis(basis)
+    with torch.no_grad():
+        for head in (model.context_head, model.identity_head):
+            head.weight.normal_(std=0.1)
+            head.bias.normal_(std=0.1)
+    reference = torch.from_numpy(task.clips[0].canonical[0])[None]
+    out = model.eval()(torch.randn(1, 5, config.feature_window, config.feature_dim), reference, torch.from_numpy(task.clips[0].speaker)[None])
+    moved = (out[0] - reference).reshape(5, -1).detach().numpy()
+    in_span = moved @ np.linalg.pinv(basis) @ basis
+    np.testing.assert_allclose(moved, in_span, atol=1e-5)
+    assert np.abs(moved).max() > 1e-3
+    # The basis is saved with the model and restored.
+    path = save_checkpoint(model, tmp_path / "a2l.safetensors")
+    torch.testing.assert_close(load_checkpoint(path, "a2l").shape_basis, model.shape_basis)
+    with pytest.raises(LandmarkTalkError, match=r"expected a finite \[3, 136\]"):
+        model.set_shape_basis(np.zeros((2, 136)))
+    with pytest.raises(LandmarkTalkError, match="predicts free coordinates"):
+        A2L(A2LConfig.preset("tiny")).set_shape_basis(basis)
+
+
+def test_inner_holdout_validates_inside_the_training_part(tmp_path):
+    from pipelines.train.a2l_task import A2LTask
+
+    cache, _ = _write_cache(tmp_path / "clip", seconds=4.0)  # 100 frames: 80 train, 20 held out
+    config = A2LConfig.preset("tiny", speaker_method="logmel", mouth_start="mean_shape")
+    task = A2LTask([cache], config, holdout=0.2, inner_holdout=0.25, window_seconds=(1.0, 1.5))
+    clip = task.clips[0]
+    assert (clip.train, clip.val) == (range(0, 60), range(60, 80))  # the held-out 80..99 is never touched
+    assert task.window_frames[1] <= 60
+    batch = task.sample_batch(torch.Generator().manual_seed(0), 2)
+    val = task.validation_batches(4)[0]
+    assert val["features"].shape[1] == 20 and batch["mean_shape"].shape == (2, 68, 2)
+    # The mean shape is the training frames laid onto the reference, averaged: its mouth is the mean mouth.
+    expected = align_to_reference(clip.canonical[:60], val["reference"][0].numpy()).mean(axis=0)
+    np.testing.assert_allclose(val["mean_shape"][0].numpy(), expected, atol=1e-4)
+    with pytest.raises(LandmarkTalkError, match="inner holdout"):
+        A2LTask([cache], config, inner_holdout=1.5)
+
+
+def test_checkpoint_without_the_new_config_fields_still_loads(tmp_path):
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    model = _tiny()
+    path = save_checkpoint(model, tmp_path / "a2l.safetensors")
+    with safe_open(str(path), "pt") as f:
+        meta = dict(f.metadata())
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    fields = json.loads(meta["landmarktalk.config"])
+    del fields["mouth_start"], fields["mouth_components"]  # as written before these fields existed
+    meta["landmarktalk.config"] = json.dumps(fields)
+    save_file(tensors, str(tmp_path / "old.safetensors"), metadata=meta)
+    old = load_checkpoint(tmp_path / "old.safetensors", "a2l")
+    assert old.config.mouth_start == "reference" and old.config.mouth_components == 0
+
+
+def test_train_cli_sets_the_shape_basis_and_mean_start(tmp_path):
+    from pipelines.cli import main
+
+    _write_cache(tmp_path / "caches" / "clip0", seconds=4.0)
+    out = tmp_path / "a2l.safetensors"
+    code = main(["train", "a2l", "--data", str(tmp_path / "caches"), "--out", str(out), "--preset", "tiny",
+                 "--speaker", "logmel", "--steps", "2", "--batch-size", "2", "--val-every", "2",
+                 "--mouth-start", "mean_shape", "--mouth-components", "3", "--inner-holdout", "0.25"])
+    assert code == 0
+    model = load_checkpoint(out, "a2l")
+    assert model.config.mouth_start == "mean_shape" and model.config.mouth_components == 3
+    assert float(model.shape_basis.abs().sum()) > 0  # fitted from the training mouths, not left at zero
+    assert model.checkpoint_metadata["landmarktalk.inner_holdout"] == "0.25"

@@ -8,8 +8,11 @@ features, the speaker embedding and that intermediate sequence and refines it wi
 eye-corner frame (origin between the eyes, x along the eye line, unit = inter-ocular distance), so the
 model never has to learn head position or scale. Training targets are laid onto the reference by a
 least-squares similarity over skull-fixed points, so only the face's non-rigid motion is left to
-predict; :func:`predict_landmarks` maps the result back into the crop with the reference's frame. Output heads start at zero, so an untrained model returns the
-reference shape unchanged (the still-face baseline).
+predict; :func:`predict_landmarks` maps the result back into the crop with the reference's frame. Output heads start at zero, so an untrained model returns its
+starting shape: the reference unchanged (the still-face baseline) or, with ``mouth_start="mean_shape"``, the
+reference with the speaker's mean mouth and jaw (the mean-mouth baseline), so training only has to add the
+audio-driven deviations. With ``mouth_components = K > 0`` the heads predict K coefficients of a shape basis
+(PCA of the training mouths, set by :meth:`A2L.set_shape_basis`) instead of 136 free coordinates.
 """
 from __future__ import annotations
 
@@ -50,6 +53,10 @@ class A2LConfig:
     smoother_half_window: int = 4  # frames each side; 0 turns the temporal smoother off
     dropout: float = 0.2  # on the content features (and between LSTM layers)
     driven_points: str = "mouth_jaw"  # "all" (the paper) or "mouth_jaw": eyes, brows and nose stay the reference's
+    # Where the driven points start before any offset: "reference" (its own, possibly open, mouth) or
+    # "mean_shape" (the mean of the speaker's frames, given as ``mean_shape`` to forward / predict_landmarks).
+    mouth_start: str = "reference"
+    mouth_components: int = 0  # K > 0: offsets are K coefficients of a fixed shape basis (PCA of training mouths)
 
     @classmethod
     def preset(cls, name: str, **overrides) -> "A2LConfig":
@@ -67,6 +74,11 @@ class A2LConfig:
     def __post_init__(self):
         if self.driven_points not in _DRIVEN_POINTS:
             raise LandmarkTalkError(f"A2L driven_points {self.driven_points!r}: use one of {', '.join(_DRIVEN_POINTS)}")
+        if self.mouth_start not in ("reference", "mean_shape"):
+            raise LandmarkTalkError(f"A2L mouth_start {self.mouth_start!r}: use 'reference' or 'mean_shape'")
+        most = 2 * len(_DRIVEN_POINTS[self.driven_points])
+        if not 0 <= self.mouth_components <= most:
+            raise LandmarkTalkError(f"A2L mouth_components {self.mouth_components}: give 0 (free coordinates) or 1..{most}")
 
 
 class _WindowEncoder(nn.Module):
@@ -87,7 +99,9 @@ class _WindowEncoder(nn.Module):
 
 
 class A2L(nn.Module):
-    """forward(features [B,T,W,D], reference [B,68,2] canonical, speaker [B,S]) → canonical landmarks [B,T,68,2]."""
+    """forward(features [B,T,W,D], reference [B,68,2] canonical, speaker [B,S], mean_shape [B,68,2] canonical or
+    None) → canonical landmarks [B,T,68,2]. ``mean_shape`` (the speaker's mean shape laid onto the reference)
+    is used only by ``mouth_start="mean_shape"`` models; None means the reference itself."""
 
     config_class = A2LConfig
 
@@ -95,6 +109,10 @@ class A2L(nn.Module):
         super().__init__()
         self.config = config
         c, h, flat = config.content_dim, config.hidden_dim, _NUM_POINTS * 2
+        out = config.mouth_components or flat
+        if config.mouth_components:
+            # Rows span the driven points' motion; zeros until set_shape_basis (saved with the checkpoint).
+            self.register_buffer("shape_basis", torch.zeros(config.mouth_components, flat))
         self.content = _WindowEncoder(config.feature_dim, c)
         self.smoother = (
             TemporalSmoother(TemporalSmootherConfig(dim=c, half_window=config.smoother_half_window))
@@ -107,18 +125,32 @@ class A2L(nn.Module):
         self.register_buffer("point_mask", mask.reshape(-1), persistent=False)
         self.reference_proj = nn.Linear(flat, c)
         self.context_lstm = nn.LSTM(2 * c, h, config.num_layers, batch_first=True, dropout=dropout)
-        self.context_head = nn.Linear(h, flat)
+        self.context_head = nn.Linear(h, out)
         # A direct, audio-independent linear path from the reference shape to the offsets: most of the
         # mouth offset is "forget the reference's own mouth opening" (linear in the reference), which an
         # LSTM with bounded hidden states fits only roughly.
-        self.reference_skip = nn.Linear(flat, flat)
+        self.reference_skip = nn.Linear(flat, out)
         self.speaker_proj = nn.Linear(config.speaker_dim, config.speaker_proj_dim)
         self.intermediate_proj = nn.Linear(flat, c)
         self.identity_lstm = nn.LSTM(2 * c + config.speaker_proj_dim, h, config.num_layers, batch_first=True, dropout=dropout)
-        self.identity_head = nn.Linear(h, flat)
+        self.identity_head = nn.Linear(h, out)
         for head in (self.context_head, self.identity_head, self.reference_skip):
             nn.init.zeros_(head.weight)
             nn.init.zeros_(head.bias)
+
+    def set_shape_basis(self, basis: torch.Tensor | np.ndarray) -> None:
+        """Set the [K, 136] basis the heads' K coefficients multiply (``mouth_components = K`` models only)."""
+        k = self.config.mouth_components
+        basis = torch.as_tensor(np.asarray(basis), dtype=self.shape_basis.dtype) if k else None
+        if basis is None or basis.shape != (k, _NUM_POINTS * 2) or not torch.isfinite(basis).all():
+            raise LandmarkTalkError(
+                f"A2L shape basis: expected a finite [{k}, {_NUM_POINTS * 2}] array for a mouth_components={k} model, got "
+                f"{None if basis is None else tuple(basis.shape)}" + ("; this model predicts free coordinates" if not k else "")
+            )
+        self.shape_basis.copy_(basis.to(self.shape_basis.device))
+
+    def _to_offsets(self, values: torch.Tensor) -> torch.Tensor:
+        return values @ self.shape_basis if self.config.mouth_components else values
 
     def encode_content(self, features: torch.Tensor) -> torch.Tensor:
         """[B, T, W, D] audio windows → [B, T, content_dim] smoothed content features."""
@@ -131,25 +163,33 @@ class A2L(nn.Module):
         content = self.content(features.reshape(b * t, w, d)).reshape(b, t, -1)
         return self.smoother(content) if self.smoother is not None else content
 
-    def decode(self, content, reference, speaker, state=None):
+    def start_shape(self, reference: torch.Tensor, mean_shape: torch.Tensor | None) -> torch.Tensor:
+        """[B,68,2] shape the offsets start from: the reference, or its driven points from ``mean_shape``."""
+        if self.config.mouth_start == "reference" or mean_shape is None:
+            return reference
+        mask = self.point_mask.reshape(_NUM_POINTS, 2)
+        return reference + (mean_shape - reference) * mask
+
+    def decode(self, content, reference, speaker, state=None, mean_shape=None):
         """Content [B,T,C] → (landmarks, intermediate, state); ``state`` carries both LSTMs across chunks."""
         b, t, _ = content.shape
-        ref_flat = reference.reshape(b, 1, -1)
+        ref_flat = self.start_shape(reference, mean_shape).reshape(b, 1, -1)
         ref_tokens = self.reference_proj(ref_flat).expand(b, t, -1)
         context_state, identity_state = state if state is not None else (None, None)
         content = self.content_dropout(content)
         hidden, context_state = self.context_lstm(torch.cat([content, ref_tokens], dim=-1), context_state)
-        offsets = self.context_head(hidden) + self.reference_skip(ref_flat)
+        offsets = self._to_offsets(self.context_head(hidden) + self.reference_skip(ref_flat))
         intermediate = ref_flat + offsets * self.point_mask  # eq. 1: speaker-independent landmarks
         speaker_tokens = self.speaker_proj(speaker).reshape(b, 1, -1).expand(b, t, -1)
         identity_in = torch.cat([content, speaker_tokens, self.intermediate_proj(intermediate)], dim=-1)
         hidden, identity_state = self.identity_lstm(identity_in, identity_state)
-        landmarks = intermediate + self.identity_head(hidden) * self.point_mask  # eq. 2: refined with the speaker's style
+        # eq. 2: refined with the speaker's style
+        landmarks = intermediate + self._to_offsets(self.identity_head(hidden)) * self.point_mask
         shape = (b, t, _NUM_POINTS, 2)
         return landmarks.reshape(shape), intermediate.reshape(shape), (context_state, identity_state)
 
-    def forward(self, features, reference, speaker, return_intermediate: bool = False):
-        landmarks, intermediate, _ = self.decode(self.encode_content(features), reference, speaker)
+    def forward(self, features, reference, speaker, mean_shape=None, return_intermediate: bool = False):
+        landmarks, intermediate, _ = self.decode(self.encode_content(features), reference, speaker, mean_shape=mean_shape)
         return (landmarks, intermediate) if return_intermediate else landmarks
 
 
@@ -213,7 +253,8 @@ def lip_opening(points: np.ndarray) -> np.ndarray:
 
 @torch.no_grad()
 def predict_landmarks(
-    model: A2L, features: AudioFeatures, reference: Landmarks, speaker: np.ndarray, *, chunk_frames: int = 2048
+    model: A2L, features: AudioFeatures, reference: Landmarks, speaker: np.ndarray, *,
+    speaker_frames: np.ndarray | None = None, chunk_frames: int = 2048,
 ) -> Landmarks:
     """Landmarks [T, 68, 2] in the reference's crop for every frame of ``features``.
 
@@ -221,6 +262,9 @@ def predict_landmarks(
     output frame is laid onto its reference frame's rigid points, and the identity shape is the median
     of the frames aligned to the first, so the reference's own mouth motion does not leak into the result). ``speaker`` is a
     :func:`~pipelines.audio.compute_speaker_embedding` vector made with the model's ``speaker_method``.
+    ``speaker_frames`` [N, 68, 2] (any crop) are landmarks of the speaker talking, whose mean mouth a
+    ``mouth_start="mean_shape"`` model starts from; by default the reference frames themselves (for a
+    photo that is its own mouth, so give frames of the speaker when you have them).
     """
     config = model.config
     feats = np.asarray(features.features)
@@ -244,6 +288,12 @@ def predict_landmarks(
         raise LandmarkTalkError(f"speaker: expected a finite [{config.speaker_dim}] embedding, got shape {speaker.shape}")
     canonical, frames = to_canonical(reference.points)
     shape = np.median(align_to_reference(canonical, canonical[0]), axis=0) if num_refs > 1 else canonical[0]
+    mean_shape = None
+    if config.mouth_start == "mean_shape":
+        own = canonical if speaker_frames is None else np.asarray(speaker_frames, dtype=np.float32)
+        if own.ndim != 3 or own.shape[1:] != (_NUM_POINTS, 2) or len(own) == 0:
+            raise LandmarkTalkError(f"speaker_frames: expected landmarks [N, 68, 2] with N ≥ 1, got shape {own.shape}")
+        mean_shape = align_to_reference(to_canonical(own)[0], shape).mean(axis=0)
 
     parameter = next(model.parameters())
     device, dtype = parameter.device, parameter.dtype
@@ -252,6 +302,7 @@ def predict_landmarks(
     try:
         ref_t = torch.as_tensor(shape, device=device, dtype=dtype)[None]
         spk_t = torch.as_tensor(speaker, device=device, dtype=dtype)[None]
+        mean_t = None if mean_shape is None else torch.as_tensor(mean_shape, device=device, dtype=dtype)[None]
         content = torch.cat([
             model.content(torch.as_tensor(feats[i:i + chunk_frames], device=device, dtype=dtype))
             for i in range(0, num_frames, chunk_frames)
@@ -260,7 +311,7 @@ def predict_landmarks(
             content = model.smoother(content)
         outputs, state = [], None
         for i in range(0, num_frames, chunk_frames):
-            landmarks, _, state = model.decode(content[:, i:i + chunk_frames], ref_t, spk_t, state)
+            landmarks, _, state = model.decode(content[:, i:i + chunk_frames], ref_t, spk_t, state, mean_shape=mean_t)
             outputs.append(landmarks[0].float().cpu().numpy())
     finally:
         model.train(was_training)

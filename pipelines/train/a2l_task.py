@@ -9,6 +9,11 @@ the context network's intermediate landmarks, and, on silent windows, an L1 term
 of mel channels (SpecAugment-style), since a few minutes of one voice overfit fast. Silence augmentation
 replaces a window's audio by digital silence and its target by the speaker's closed-mouth shape, with a
 larger loss weight, so silence learns to close the mouth without any hard-coded energy gate.
+
+Every sample also carries the speaker's mean training shape laid onto its reference (``mean_shape``), the
+starting point of ``mouth_start="mean_shape"`` models; :meth:`A2LTask.shape_basis` gives the PCA basis of
+the training mouths for ``mouth_components > 0`` models. ``inner_holdout`` carves a validation split out of
+the training part (its tail) so settings can be chosen without touching the held-out tail at all.
 """
 from __future__ import annotations
 
@@ -65,6 +70,7 @@ class _Clip:
     train: range
     val: range
     closed_shape: np.ndarray  # 68 2: mean canonical shape of the training frames with the mouth closed
+    aligned_train: np.ndarray  # N 68 2: training frames laid onto the first one (for mean shapes and PCA)
 
 
 def _clip_speaker(cache: ClipCache, frames: range, method: str) -> np.ndarray:
@@ -77,8 +83,14 @@ def _clip_speaker(cache: ClipCache, frames: range, method: str) -> np.ndarray:
     return compute_speaker_embedding(part, method=method, cache_path=path, name=f"{cache.source} audio")
 
 
-def _prepare_clip(cache: ClipCache, holdout: float, config: A2LConfig) -> _Clip:
+def _prepare_clip(cache: ClipCache, holdout: float, config: A2LConfig, inner_holdout: float = 0.0) -> _Clip:
     train, val = cache.train_val_frames(holdout)
+    if inner_holdout:
+        if not 0.0 < inner_holdout < 1.0:
+            raise LandmarkTalkError(f"inner holdout {inner_holdout}: give a fraction in (0, 1) of the training part, e.g. 0.25")
+        # Validate on the tail of the training part; the held-out tail stays unseen.
+        cut = train.stop - int(round(len(train) * inner_holdout))
+        train, val = range(train.start, cut), range(cut, train.stop)
     if len(train) < 8:
         raise LandmarkTalkError(f"{cache.source}: only {len(train)} training frames; give a longer clip or a smaller --holdout")
     canonical, _ = to_canonical(cache.landmarks())
@@ -93,7 +105,13 @@ def _prepare_clip(cache: ClipCache, holdout: float, config: A2LConfig) -> _Clip:
     return _Clip(
         name=cache.source, features=features, canonical=canonical, speaker=_clip_speaker(cache, train, config.speaker_method),
         train=train, val=val, closed_shape=closed_shape.astype(np.float32),
+        aligned_train=align_to_reference(canonical[train.start:train.stop], canonical[train.start]),
     )
+
+
+def _mean_shape(clip: _Clip, reference: np.ndarray) -> np.ndarray:
+    """The clip's training frames laid onto ``reference`` by their rigid points, averaged."""
+    return align_to_reference(clip.aligned_train, reference).mean(axis=0).astype(np.float32)
 
 
 def _lip_gap(points: torch.Tensor) -> torch.Tensor:
@@ -129,11 +147,12 @@ class A2LTask:
         silence_probability: float = 0.3,
         silence_weight: float = 5.0,
         augment: bool = True,
+        inner_holdout: float = 0.0,
     ):
         if not caches:
             raise LandmarkTalkError("--data: no clip caches to train on")
         self.config = config
-        self.clips = [_prepare_clip(cache, holdout, config) for cache in caches]
+        self.clips = [_prepare_clip(cache, holdout, config, inner_holdout) for cache in caches]
         fps = min(cache.fps for cache in caches)
         shortest = min(len(clip.train) for clip in self.clips)
         low, high = sorted(window_seconds)
@@ -161,7 +180,7 @@ class A2LTask:
         low, high = self.window_frames
         length = int(torch.randint(low, high + 1, (1,), generator=generator))
         clip_ids = torch.multinomial(self._train_sizes, batch_size, replacement=True, generator=generator)
-        features, references, speakers, targets, weights, silents = [], [], [], [], [], []
+        features, references, speakers, targets, weights, silents, means = [], [], [], [], [], [], []
         for clip_id in clip_ids.tolist():
             clip = self.clips[clip_id]
             start = clip.train.start + int(torch.randint(0, len(clip.train) - length + 1, (1,), generator=generator))
@@ -177,6 +196,7 @@ class A2LTask:
                 # Lay every target onto the reference's rigid points: what is left is non-rigid (speech) motion.
                 targets.append(align_to_reference(clip.canonical[start:start + length], reference))
             references.append(reference)
+            means.append(_mean_shape(clip, reference))
             speakers.append(clip.speaker)
             weights.append(self.silence_weight if silent else 1.0)
             silents.append(float(silent))
@@ -184,6 +204,7 @@ class A2LTask:
             "features": torch.from_numpy(np.stack(features)).float(),
             "reference": torch.from_numpy(np.stack(references)).float(),
             "speaker": torch.from_numpy(np.stack(speakers)).float(),
+            "mean_shape": torch.from_numpy(np.stack(means)).float(),
             "target": torch.from_numpy(np.stack(targets)).float(),
             "weight": torch.tensor(weights, dtype=torch.float32),
             "silent": torch.tensor(silents, dtype=torch.float32),
@@ -202,9 +223,29 @@ class A2LTask:
                 "features": torch.from_numpy(clip.features[clip.val.start:clip.val.stop][None]).float().expand(3, -1, -1, -1),
                 "reference": torch.from_numpy(clip.canonical[refs]).float(),
                 "speaker": torch.from_numpy(clip.speaker[None]).float().expand(3, -1),
+                "mean_shape": torch.from_numpy(np.stack([_mean_shape(clip, clip.canonical[r]) for r in refs])).float(),
                 "target": torch.from_numpy(np.stack([align_to_reference(truth, clip.canonical[r]) for r in refs])).float(),
             })
         return batches
+
+    def shape_basis(self, model: A2L) -> np.ndarray:
+        """[K, 136] principal directions of the training shapes' driven points around each clip's mean,
+        for ``model`` (K = its ``mouth_components``; set it with ``model.set_shape_basis``).
+
+        Computed with the loss's point weights (so the jaw outline's pose-driven sliding does not outvote
+        the lips) and mapped back to plain coordinates; non-driven points get zeros.
+        """
+        components = model.config.mouth_components
+        driven = model.point_mask.detach().cpu().numpy() > 0
+        scale = np.sqrt(self.point_weights.numpy())[:, None].repeat(2, axis=1).reshape(-1)
+        rows = [(c.aligned_train - c.aligned_train.mean(axis=0)).reshape(len(c.train), -1) for c in self.clips]
+        deviations = np.concatenate(rows) * driven * scale
+        if not 0 < components <= min(deviations.shape):
+            raise LandmarkTalkError(
+                f"mouth components {components}: give 1..{min(deviations.shape)} (what the training frames provide)"
+            )
+        _, _, vt = np.linalg.svd(deviations, full_matrices=False)
+        return (vt[:components] / scale).astype(np.float32)
 
     def _weighted_mse(self, predicted: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
         squared = ((predicted - target) * _UNITS).pow(2).sum(dim=-1)  # b t p
@@ -212,7 +253,8 @@ class A2LTask:
         return per_sample.mean() if weight is None else (per_sample * weight).sum() / weight.sum()
 
     def compute_loss(self, model: A2L, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        predicted, intermediate = model(batch["features"], batch["reference"], batch["speaker"], return_intermediate=True)
+        predicted, intermediate = model(batch["features"], batch["reference"], batch["speaker"], mean_shape=batch.get("mean_shape"),
+                                        return_intermediate=True)
         target, weight = batch["target"], batch.get("weight")
         landmark = self._weighted_mse(predicted, target, weight)
         velocity = self._weighted_mse(predicted.diff(dim=1), target.diff(dim=1), weight)
@@ -248,14 +290,26 @@ def add_task_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--opening-weight", type=float, default=3.0, help="weight of the L1 lip-gap loss on silent windows")
     parser.add_argument("--silence-probability", type=float, default=0.3, help="share of windows replaced by silence")
     parser.add_argument("--no-augment", action="store_true", help="turn off the log-mel gain and band-mask augmentation")
+    parser.add_argument("--mouth-start", default="reference", choices=["reference", "mean_shape"],
+                        help="start from the reference's mouth or the speaker's mean training mouth (default %(default)s)")
+    parser.add_argument("--mouth-components", type=int, default=0,
+                        help="predict this many PCA coefficients of the training mouths instead of free coordinates (0 = free)")
+    parser.add_argument("--inner-holdout", type=float, default=0.0,
+                        help="validate on this tail fraction of the training part instead of the held-out tail (choosing settings)")
 
 
 def build_training(args: argparse.Namespace) -> tuple[A2L, A2LTask, dict[str, str]]:
     caches = load_clip_caches(args.data, crop_size=args.crop_size, cache_dir=args.cache_dir)
-    config = A2LConfig.preset(args.preset, speaker_method=resolve_speaker_method(args.speaker))
+    config = A2LConfig.preset(args.preset, speaker_method=resolve_speaker_method(args.speaker), mouth_start=args.mouth_start,
+                              mouth_components=args.mouth_components)
     task = A2LTask(
         caches, config, holdout=args.holdout, window_seconds=tuple(args.window_seconds), mouth_weight=args.mouth_weight,
-        jaw_weight=args.jaw_weight, velocity_weight=args.velocity_weight, opening_weight=args.opening_weight, silence_probability=args.silence_probability, augment=not args.no_augment,
+        jaw_weight=args.jaw_weight, velocity_weight=args.velocity_weight, opening_weight=args.opening_weight,
+        silence_probability=args.silence_probability, augment=not args.no_augment, inner_holdout=args.inner_holdout,
     )
-    metadata = {"train_data": json.dumps([c.name for c in task.clips]), "holdout": str(args.holdout)}
-    return A2L(config), task, metadata
+    metadata = {"train_data": json.dumps([c.name for c in task.clips]), "holdout": str(args.holdout),
+                "inner_holdout": str(args.inner_holdout)}
+    model = A2L(config)
+    if config.mouth_components:
+        model.set_shape_basis(task.shape_basis(model))
+    return model, task, metadata
