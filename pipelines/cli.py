@@ -29,6 +29,10 @@ _COMMANDS: dict[str, str] = {
 def _build_parser(command: str | None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pipelines", description="LandmarkTalk engine command line")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for torch (default: torch's choice). On a machine shared with other jobs "
+                             "use 1 per process: oversubscribed threads made L2V training ~9x slower here "
+                             "(docs/PERFORMANCE.md)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     for name, target in _COMMANDS.items():
@@ -48,7 +52,8 @@ def _build_parser(command: str | None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    command = next((a for a in argv if not a.startswith("-")), None)
+    command = next((a for i, a in enumerate(argv) if not a.startswith("-") and (i == 0 or argv[i - 1] != "--threads")),
+                   None)
     parser = _build_parser(command if command in _COMMANDS else None)
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -56,6 +61,13 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    if args.threads is not None:
+        if args.threads < 1:
+            logger.error("--threads %d: give 1 or more", args.threads)
+            return 2
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError, FileExistsError) as exc:

@@ -68,3 +68,20 @@ def test_probe_reports_bad_files_without_a_traceback(tmp_path, caplog):
     assert main(["probe", str(fake)]) == 2
     messages = " ".join(r.getMessage() for r in caplog.records)
     assert "missing.mp4: no such file" in messages and "notes.wav: not a readable" in messages
+
+
+def test_threads_option_sets_torch_threads_before_the_command(tmp_path, caplog):
+    import torch
+
+    from pipelines.cli import main
+
+    before = torch.get_num_threads()
+    try:
+        # "--threads 1 probe FILE": the 1 is the option's value, not the command
+        assert main(["--threads", "1", "probe", str(tmp_path / "missing.mp4")]) != 0
+        assert torch.get_num_threads() == 1
+        assert "missing.mp4" in caplog.text
+        assert main(["--threads", "0", "probe", str(tmp_path / "missing.mp4")]) == 2
+        assert "--threads 0" in caplog.text
+    finally:
+        torch.set_num_threads(before)
