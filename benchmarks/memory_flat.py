@@ -38,19 +38,23 @@ print(json.dumps({"code": code, "seconds": time.perf_counter() - start,
 """
 
 
-def _write_models(folder: Path) -> None:
+def _write_models(folder: Path, codec_dir: Path | None = None) -> None:
+    """Random tiny models; in ``codec_dir``'s TAEF2 latent space when given, else with a random face autoencoder."""
     import torch
 
     from pipelines.checkpoint import save_checkpoint
-    from pipelines.latents import face_autoencoder_codec
+    from pipelines.latents import face_autoencoder_codec, load_latent_codec
     from pipelines.models.a2l import A2L, A2LConfig
     from pipelines.models.face_autoencoder import FACE_AUTOENCODER_PRESETS, FaceAutoencoder
     from pipelines.models.l2v import L2V_PRESETS, L2VDenoiser
 
     torch.manual_seed(0)
-    autoencoder = FaceAutoencoder(FACE_AUTOENCODER_PRESETS["cpu128"])
-    save_checkpoint(autoencoder, folder / "face_autoencoder.safetensors")
-    codec = face_autoencoder_codec(autoencoder)
+    if codec_dir is not None:
+        codec = load_latent_codec(codec_dir)
+    else:
+        autoencoder = FaceAutoencoder(FACE_AUTOENCODER_PRESETS["cpu128"])
+        save_checkpoint(autoencoder, folder / "face_autoencoder.safetensors")
+        codec = face_autoencoder_codec(autoencoder)
     l2v = L2VDenoiser(replace(L2V_PRESETS["tiny"], latent_space=codec.name, latent_channels=codec.channels,
                               downscale=codec.downscale))
     save_checkpoint(l2v, folder / "l2v.safetensors")
@@ -71,9 +75,9 @@ def _write_speech(path: Path, seconds: float, rate: int = 16000) -> None:
     soundfile.write(path, signal.astype(np.float32), rate, subtype="PCM_16")
 
 
-def _render(models: Path, face: Path, speech: Path, out: Path, steps: int) -> dict:
-    argv = ["render", "--face", str(face), "--audio", str(speech), "--models", str(models), "--out", str(out),
-            "--steps", str(steps), "--crf", "30"]
+def _render(models: Path, face: Path, speech: Path, out: Path, steps: int, codec: Path | None, threads: int) -> dict:
+    argv = ["--threads", str(threads), "render", "--face", str(face), "--audio", str(speech), "--models", str(models),
+            "--out", str(out), "--steps", str(steps), "--crf", "30"] + (["--codec", str(codec)] if codec else [])
     result = subprocess.run([sys.executable, "-c", _CHILD, *argv], cwd=ROOT, capture_output=True, text=True)
     if result.returncode != 0:
         raise SystemExit(f"render failed:\n{result.stderr[-3000:]}")
@@ -89,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--long", type=float, default=10.0, help="long speech length, minutes")
     parser.add_argument("--face", default=str(SHARED / "images" / "happy.png"), help="photo of a face")
     parser.add_argument("--steps", type=int, default=1, help="sampler steps (memory does not depend on them)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of each render (default 1)")
+    parser.add_argument("--codec", default=str(SHARED / "models" / "taesd"),
+                        help="TAEF2 folder (fast decoder); 'own' = a random face autoencoder instead")
     args = parser.parse_args(argv)
     if not Path(args.face).is_file():
         raise SystemExit(f"--face {args.face}: not found; give a photo of a face (the default needs ../shared/data)")
@@ -98,12 +105,13 @@ def main(argv: list[str] | None = None) -> int:
         folder = Path(tmp)
         models = folder / "models"
         models.mkdir()
-        _write_models(models)
+        codec = None if args.codec == "own" else Path(args.codec)
+        _write_models(models, codec)
         for minutes in (args.short, args.long):
             speech = folder / f"speech_{minutes:g}min.wav"
             _write_speech(speech, minutes * 60)
             out = folder / f"out_{minutes:g}min.mp4"
-            figures = _render(models, Path(args.face), speech, out, args.steps)
+            figures = _render(models, Path(args.face), speech, out, args.steps, codec, args.threads)
             from pipelines.media import probe_media
 
             info = probe_media(out)
@@ -116,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {minutes:g} min | {frames} | {seconds:.0f} | {frames / seconds:.1f} | {rss:.0f} |")
     print(f"| **ratio long / short** | {long_frames / short_frames:.1f}x | {long_s / short_s:.1f}x | "
           f"| **{long_rss / short_rss:.2f}x** |")
-    print(f"\nface {args.face}, {args.steps} sampler step(s), random tiny models, {time.strftime('%Y-%m-%d')}")
+    print(f"\nface {args.face}, codec {args.codec}, {args.steps} sampler step(s), random tiny models, "
+          f"{time.strftime('%Y-%m-%d')}")
     return 0
 
 
