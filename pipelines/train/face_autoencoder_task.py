@@ -12,15 +12,14 @@ import json
 import logging
 from dataclasses import replace
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..cache import ClipCache, load_clip_caches
 from ..checkpoint import load_checkpoint
-from ..errors import LandmarkTalkError
 from ..models.face_autoencoder import FACE_AUTOENCODER_PRESETS, FaceAutoencoder
+from .crops import CachedCrops
 from .loop import TrainConfig
 
 __all__ = ["FaceAutoencoderTask", "add_task_arguments", "build_training", "DEFAULT_TRAIN_CONFIG"]
@@ -42,31 +41,15 @@ class FaceAutoencoderTask:
 
     def __init__(self, caches: list[ClipCache], holdout: float, image_size: int, *, kl_weight: float = 1e-5,
                  gradient_weight: float = 0.5):
-        if not caches:
-            raise LandmarkTalkError("--data: no clip caches; give a clip, a folder of clips or a prepared cache")
+        self._data = CachedCrops(caches, holdout, image_size)
         self.image_size = image_size
+        self.train_frames, self.val_frames = self._data.train_frames, self._data.val_frames
         self.kl_weight = kl_weight
         self.gradient_weight = gradient_weight
-        self._crops = [cache.crops() for cache in caches]
-        self.train_frames: list[tuple[int, int]] = []
-        self.val_frames: list[tuple[int, int]] = []
-        for index, cache in enumerate(caches):
-            train, val = cache.train_val_frames(holdout)
-            self.train_frames += [(index, f) for f in train]
-            self.val_frames += [(index, f) for f in val]
-        if not self.train_frames:
-            raise LandmarkTalkError("--data: the caches hold no training frames; lower --holdout or add clips")
         self._validation: list[dict] | None = None
 
     def _images(self, frames: list[tuple[int, int]]) -> torch.Tensor:
-        out = []
-        for clip, frame in frames:
-            crop = np.array(self._crops[clip][frame])  # a writable copy of the memory-mapped frame
-            if crop.shape[0] != self.image_size:
-                interpolation = cv2.INTER_AREA if crop.shape[0] > self.image_size else cv2.INTER_CUBIC
-                crop = cv2.resize(crop, (self.image_size, self.image_size), interpolation=interpolation)
-            out.append(torch.from_numpy(crop))
-        return torch.stack(out).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        return self._data.batch(frames).float() / 127.5 - 1.0
 
     def sample_batch(self, generator: torch.Generator, batch_size: int) -> dict[str, torch.Tensor]:
         picks = torch.randint(len(self.train_frames), (batch_size,), generator=generator).tolist()

@@ -13,15 +13,14 @@ import argparse
 import json
 import logging
 
-import cv2
 import numpy as np
 import torch
 
 from ..cache import ClipCache, load_clip_caches
 from ..checkpoint import load_checkpoint
-from ..errors import LandmarkTalkError
 from ..models.sovqae import SOVQAE, SOVQAE_PRESETS
 from ..refine import degrade_faces
+from .crops import CachedCrops
 from .loop import TrainConfig
 
 __all__ = ["SOVQAETask", "add_task_arguments", "build_training", "DEFAULT_TRAIN_CONFIG"]
@@ -39,31 +38,15 @@ class SOVQAETask:
 
     def __init__(self, caches: list[ClipCache], holdout: float, image_size: int, *, clean_probability: float = 0.15,
                  loss_weights: dict[str, float] | None = None):
-        if not caches:
-            raise LandmarkTalkError("--data: no clip caches; give a clip, a folder of clips or a prepared cache")
+        self._data = CachedCrops(caches, holdout, image_size)
         self.image_size = image_size
+        self.train_frames, self.val_frames = self._data.train_frames, self._data.val_frames
         self.clean_probability = clean_probability
         self.loss_weights = dict(loss_weights or {})
-        self._crops = [cache.crops() for cache in caches]
-        self.train_frames: list[tuple[int, int]] = []
-        self.val_frames: list[tuple[int, int]] = []
-        for index, cache in enumerate(caches):
-            train, val = cache.train_val_frames(holdout)
-            self.train_frames += [(index, f) for f in train]
-            self.val_frames += [(index, f) for f in val]
-        if not self.train_frames:
-            raise LandmarkTalkError("--data: the caches hold no training frames; lower --holdout or add clips")
         self._validation: list[dict] | None = None
 
     def _sharp(self, frames: list[tuple[int, int]]) -> torch.Tensor:
-        images = []
-        for clip, frame in frames:
-            crop = np.asarray(self._crops[clip][frame])
-            if crop.shape[0] != self.image_size:
-                interpolation = cv2.INTER_AREA if crop.shape[0] > self.image_size else cv2.INTER_CUBIC
-                crop = cv2.resize(crop, (self.image_size, self.image_size), interpolation=interpolation)
-            images.append(torch.from_numpy(np.array(crop)))  # a writable copy of the memory-mapped crop
-        return torch.stack(images).permute(0, 3, 1, 2).float() / 255
+        return self._data.batch(frames).float() / 255
 
     def sample_batch(self, generator: torch.Generator, batch_size: int) -> dict[str, torch.Tensor]:
         picks = torch.randint(len(self.train_frames), (batch_size,), generator=generator).tolist()
