@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             out.unlink()
 
     (short_min, short_frames, short_s, short_rss), (long_min, long_frames, long_s, long_rss) = rows
-    print(f"| speech | frames | wall s | fps | peak RSS MiB |\n|---|---:|---:|---:|---:|")
+    print("| speech | frames | wall s | fps | peak RSS MiB |\n|---|---:|---:|---:|---:|")
     for minutes, frames, seconds, rss in rows:
         print(f"| {minutes:g} min | {frames} | {seconds:.0f} | {frames / seconds:.1f} | {rss:.0f} |")
     print(f"| **ratio long / short** | {long_frames / short_frames:.1f}x | {long_s / short_s:.1f}x | "

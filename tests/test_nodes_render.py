@@ -8,7 +8,6 @@ from dataclasses import replace
 
 import imageio_ffmpeg
 
-import numpy as np
 import pytest
 import torch
 

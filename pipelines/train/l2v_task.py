@@ -18,7 +18,6 @@ from dataclasses import replace
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..cache import ClipCache, load_clip_caches
 from ..errors import LandmarkTalkError
