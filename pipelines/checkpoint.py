@@ -23,7 +23,8 @@ from safetensors.torch import save_file
 
 from .errors import LandmarkTalkError
 
-__all__ = ["save_checkpoint", "load_checkpoint", "read_checkpoint_metadata", "MODEL_KINDS"]
+__all__ = ["save_checkpoint", "load_checkpoint", "read_checkpoint_metadata", "MODEL_KINDS", "read_foreign_state_dict",
+           "load_foreign_state_dict"]
 
 logger = logging.getLogger(__name__)
 
@@ -175,3 +176,48 @@ def load_checkpoint(path: str | os.PathLike, kind: str, *, device: str | torch.d
     model.load_state_dict(state, strict=True)
     model.checkpoint_metadata = {k: v for k, v in meta.items()}
     return model.to(device).eval()
+
+
+def read_foreign_state_dict(path: str | os.PathLike, what: str) -> dict[str, torch.Tensor]:
+    """The tensors of a PyTorch file published elsewhere (official Wav2Lip, pytorch-fid, SyncNet, LPIPS).
+
+    Read with ``torch.load(weights_only=True)``, so no pickled code runs; a ``state_dict`` wrapper and
+    DataParallel's ``module.`` prefix are removed. ``what`` names the file the user should give.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file; give {what}")
+    try:
+        payload = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # the unpickler fails in many ways on foreign bytes (IndexError, KeyError, …)
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise LandmarkTalkError(
+            f"{path}: not a PyTorch weights file that can be read without running code from it ({first_line}); "
+            f"give {what} as downloaded"
+        ) from exc
+    state = payload.get("state_dict", payload) if isinstance(payload, dict) else None
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        keys = ", ".join(map(str, list(payload)[:5])) if isinstance(payload, dict) else ""
+        raise LandmarkTalkError(
+            f"{path}: holds no state_dict of tensors (found {type(payload).__name__}"
+            f"{' with keys ' + keys if keys else ''}); give {what}"
+        )
+    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
+
+
+def load_foreign_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], path: str | os.PathLike, *,
+                            name: str, what: str) -> torch.nn.Module:
+    """Strictly load ``state`` (from :func:`read_foreign_state_dict`) into ``model``; a file of another network
+    gets an error naming what differs. BatchNorm step counters absent from old files are filled in."""
+    expected = model.state_dict()
+    state = dict(state)
+    for key in expected:  # files saved before PyTorch 0.4.1 lack BatchNorm step counters (unused in eval)
+        if key.endswith("num_batches_tracked") and key not in state:
+            state[key] = torch.zeros((), dtype=torch.long)
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    mismatched = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
+    if missing or unexpected or mismatched:
+        raise LandmarkTalkError(f"{path}: not {name} (missing {missing[:3]}, unexpected {unexpected[:3]}, "
+                                f"shape mismatch {mismatched[:3]}); give {what}")
+    model.load_state_dict(state, strict=True)
+    return model

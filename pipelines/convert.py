@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import save_checkpoint
+from .checkpoint import read_foreign_state_dict, save_checkpoint
 from .errors import LandmarkTalkError
 
 __all__ = ["convert_official_checkpoint", "add_convert_command"]
@@ -46,34 +46,13 @@ def _looks_like(keys: set[str]) -> str:
     return "not a Wav2Lip-family network"
 
 
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file; give the official .pth checkpoint")
-    try:
-        payload = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # the unpickler fails in many ways on foreign bytes (IndexError, KeyError, …)
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise LandmarkTalkError(
-            f"{path}: not a PyTorch checkpoint that can be read without running code from it ({first_line}); "
-            "give the official .pth file as downloaded"
-        ) from exc
-    state = payload.get("state_dict", payload) if isinstance(payload, dict) else None
-    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise LandmarkTalkError(
-            f"{path}: holds no state_dict of tensors (found {type(payload).__name__}"
-            f"{' with keys ' + ', '.join(map(str, list(payload)[:5])) if isinstance(payload, dict) else ''}); "
-            "give an official Wav2Lip checkpoint"
-        )
-    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
-
-
 def convert_official_checkpoint(kind: str, src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     """Convert an official ``kind`` checkpoint (wav2lip or syncnet) to a pack ``.safetensors``; never overwrites."""
     src, dst = Path(src), Path(dst)
     if dst.exists():
         raise FileExistsError(f"{dst} already exists; choose another output name or delete it first")
     model = _build(kind)
-    state = _read_state_dict(src)
+    state = read_foreign_state_dict(src, f"the official {kind} .pth checkpoint")
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))

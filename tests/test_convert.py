@@ -93,7 +93,7 @@ def test_wrong_network_is_named(tmp_path):
 def test_non_checkpoints_are_rejected_without_running_their_code(tmp_path):
     text = tmp_path / "notes.pth"
     text.write_text("this is not a checkpoint\n")
-    with pytest.raises(LandmarkTalkError, match="not a PyTorch checkpoint"):
+    with pytest.raises(LandmarkTalkError, match="not a PyTorch weights file"):
         convert_official_checkpoint("wav2lip", text, tmp_path / "a.safetensors")
 
     flag = tmp_path / "code_ran"

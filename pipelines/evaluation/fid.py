@@ -21,8 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..checkpoint import load_checkpoint
-from ..errors import LandmarkTalkError
+from ..checkpoint import load_checkpoint, load_foreign_state_dict, read_foreign_state_dict
 
 __all__ = ["FIDInceptionConfig", "FIDInception", "load_fid_inception", "find_fid_weights", "inception_features"]
 
@@ -222,25 +221,9 @@ def load_fid_inception(source: str | os.PathLike, *, device: str | torch.device 
         raise FileNotFoundError(f"{path}: no such FID Inception weights file; give {EXPECTED_FILES}")
     if path.suffix == ".safetensors":
         return load_checkpoint(path, "fid_inception", device=device)
-    try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # the unpickler fails in many ways on foreign bytes
-        raise LandmarkTalkError(f"{path}: not a weights file readable without running code ({exc}); "
-                                f"give {EXPECTED_FILES} as downloaded") from exc
-    if not isinstance(state, dict):
-        raise LandmarkTalkError(f"{path}: holds no state_dict; give {EXPECTED_FILES}")
-    model = FIDInception()
-    expected = model.state_dict()
-    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    for key in expected:  # files saved before PyTorch 0.4.1 lack BatchNorm step counters (unused in eval)
-        if key.endswith("num_batches_tracked") and key not in state:
-            state[key] = torch.zeros((), dtype=torch.long)
-    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-    mismatched = [k for k in set(expected) & set(state) if expected[k].shape != state[k].shape]
-    if missing or unexpected or mismatched:
-        raise LandmarkTalkError(f"{path}: not FID's Inception-v3 (missing {missing[:3]}, unexpected {unexpected[:3]}, "
-                                f"shape mismatch {mismatched[:3]}); give {EXPECTED_FILES}")
-    model.load_state_dict(state, strict=True)
+    state = read_foreign_state_dict(path, EXPECTED_FILES)
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}  # the classifier FID does not use
+    model = load_foreign_state_dict(FIDInception(), state, path, name="FID's Inception-v3", what=EXPECTED_FILES)
     return model.to(device).eval()
 
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..checkpoint import load_checkpoint, save_checkpoint
+from ..checkpoint import load_checkpoint, read_foreign_state_dict, save_checkpoint
 from ..errors import LandmarkTalkError
 
 __all__ = ["LPIPSConfig", "LPIPS", "load_lpips", "find_lpips_weights", "convert_lpips_weights", "lpips_scores"]
@@ -100,24 +100,9 @@ def find_lpips_weights(folder: str | os.PathLike) -> Path | tuple[Path, Path] | 
     return None
 
 
-def _read_pth(path: Path, what: str) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file; give {what}")
-    try:
-        payload = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # the unpickler fails in many ways on foreign bytes
-        raise LandmarkTalkError(f"{path}: not a PyTorch weights file readable without running code ({exc}); "
-                                f"give {what} as downloaded") from exc
-    if isinstance(payload, dict) and isinstance(payload.get("state_dict"), dict):
-        payload = payload["state_dict"]
-    if not isinstance(payload, dict) or not all(isinstance(v, torch.Tensor) for v in payload.values()):
-        raise LandmarkTalkError(f"{path}: holds no dictionary of tensors; give {what}")
-    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in payload.items()}
-
-
 def _state_from_official(alexnet_path: Path, heads_path: Path) -> dict[str, torch.Tensor]:
-    trunk = _read_pth(alexnet_path, f"torchvision's ImageNet AlexNet {ALEXNET_FILE}")
-    heads = _read_pth(heads_path, f"the LPIPS v0.1 linear heads {HEADS_FILE}")
+    trunk = read_foreign_state_dict(alexnet_path, f"torchvision's ImageNet AlexNet {ALEXNET_FILE}")
+    heads = read_foreign_state_dict(heads_path, f"the LPIPS v0.1 linear heads {HEADS_FILE}")
     state = {k: v for k, v in trunk.items() if k.startswith("features.")}
     for i in range(len(_CHANNELS)):
         key = f"lin{i}.model.1.weight"  # LPIPS wraps each head as Sequential(Dropout, Conv2d)

@@ -26,7 +26,7 @@ from scipy.signal import medfilt
 from torch import nn
 from torch.nn import functional as F
 
-from ..checkpoint import load_checkpoint
+from ..checkpoint import load_checkpoint, load_foreign_state_dict, read_foreign_state_dict
 from ..errors import LandmarkTalkError
 
 __all__ = ["SyncNetV2Config", "SyncNetV2", "load_syncnet_v2", "find_syncnet_weights", "syncnet_crop_boxes",
@@ -115,24 +115,8 @@ def load_syncnet_v2(source: str | os.PathLike, *, device: str | torch.device = "
         raise FileNotFoundError(f"{path}: no such SyncNet weights file; give {EXPECTED_FILES}")
     if path.suffix == ".safetensors":
         return load_checkpoint(path, "syncnet_v2", device=device)
-    try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # the unpickler fails in many ways on foreign bytes
-        raise LandmarkTalkError(f"{path}: not a weights file readable without running code ({exc}); "
-                                f"give {EXPECTED_FILES} as downloaded") from exc
-    model = SyncNetV2()
-    expected = model.state_dict()
-    if not isinstance(state, dict):
-        raise LandmarkTalkError(f"{path}: holds no state_dict; give {EXPECTED_FILES}")
-    for key in expected:  # files saved before PyTorch 0.4.1 lack BatchNorm step counters (unused in eval)
-        if key.endswith("num_batches_tracked") and key not in state:
-            state[key] = torch.zeros((), dtype=torch.long)
-    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-    mismatched = [k for k in set(expected) & set(state) if expected[k].shape != state[k].shape]
-    if missing or unexpected or mismatched:
-        raise LandmarkTalkError(f"{path}: not SyncNet v2 (missing {missing[:3]}, unexpected {unexpected[:3]}, "
-                                f"shape mismatch {mismatched[:3]}); give {EXPECTED_FILES}")
-    model.load_state_dict(state, strict=True)
+    state = read_foreign_state_dict(path, EXPECTED_FILES)
+    model = load_foreign_state_dict(SyncNetV2(), state, path, name="SyncNet v2", what=EXPECTED_FILES)
     return model.to(device).eval()
 
 
