@@ -75,9 +75,10 @@ def _write_speech(path: Path, seconds: float, rate: int = 16000) -> None:
     soundfile.write(path, signal.astype(np.float32), rate, subtype="PCM_16")
 
 
-def _render(models: Path, face: Path, speech: Path, out: Path, steps: int, codec: Path | None, threads: int) -> dict:
+def _render(models: Path, face: Path, speech: Path, out: Path, steps: int, codec: Path | None, threads: int,
+            extra: list[str] = ()) -> dict:
     argv = ["--threads", str(threads), "render", "--face", str(face), "--audio", str(speech), "--models", str(models),
-            "--out", str(out), "--steps", str(steps), "--crf", "30"] + (["--codec", str(codec)] if codec else [])
+            "--out", str(out), "--steps", str(steps), "--crf", "30", *extra] + (["--codec", str(codec)] if codec else [])
     result = subprocess.run([sys.executable, "-c", _CHILD, *argv], cwd=ROOT, capture_output=True, text=True)
     if result.returncode != 0:
         raise SystemExit(f"render failed:\n{result.stderr[-3000:]}")
@@ -96,7 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads of each render (default 1)")
     parser.add_argument("--codec", default=str(SHARED / "models" / "taesd"),
                         help="TAEF2 folder (fast decoder); 'own' = a random face autoencoder instead")
+    parser.add_argument("--face-video", default=None,
+                        help="instead: render this video's own audio onto it twice, frames in memory vs kept on disk")
     args = parser.parse_args(argv)
+    if args.face_video:
+        return _face_video_table(args)
     if not Path(args.face).is_file():
         raise SystemExit(f"--face {args.face}: not found; give a photo of a face (the default needs ../shared/data)")
 
@@ -126,6 +131,33 @@ def main(argv: list[str] | None = None) -> int:
           f"| **{long_rss / short_rss:.2f}x** |")
     print(f"\nface {args.face}, codec {args.codec}, {args.steps} sampler step(s), random tiny models, "
           f"{time.strftime('%Y-%m-%d')}")
+    return 0
+
+
+def _face_video_table(args) -> int:
+    """Peak RSS of one render of a large face video with its frames in memory, then kept on disk."""
+    from pipelines.media import probe_media
+
+    video = Path(args.face_video)
+    info = probe_media(video)
+    decoded = info.frame_count * info.width * info.height * 3 / 2**20
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="lt-memory-") as tmp:
+        folder = Path(tmp)
+        models = folder / "models"
+        models.mkdir()
+        codec = None if args.codec == "own" else Path(args.codec)
+        _write_models(models, codec)
+        for label, limit in (("frames in memory", 10**6), ("frames on disk", 0)):
+            out = folder / f"out_{limit}.mp4"
+            figures = _render(models, video, video, out, args.steps, codec, args.threads,
+                              ["--video-in-memory-mb", str(limit)])
+            rows.append((label, probe_media(out).frame_count, figures["seconds"], figures["max_rss_mib"]))
+    print(f"{video.name}: {info.width}x{info.height}, {info.frame_count} frames, {decoded:.0f} MiB decoded\n")
+    print("| face video | frames | wall s | peak RSS MiB |\n|---|---:|---:|---:|")
+    for label, frames, seconds, rss in rows:
+        print(f"| {label} | {frames} | {seconds:.0f} | {rss:.0f} |")
+    print(f"| **ratio disk / memory** | | {rows[1][2] / rows[0][2]:.2f}x | **{rows[1][3] / rows[0][3]:.2f}x** |")
     return 0
 
 

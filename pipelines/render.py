@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator
@@ -48,6 +49,9 @@ class RenderSettings:
     # "lower": only the mouth and jaw are pasted, so eyes, brows and skin above the nose stay the source's
     # own pixels (sharp and exactly in place); "face": the whole generated face.
     paste_region: str = "lower"
+    # A face video whose decoded frames would take more than this is decoded once into a temporary folder
+    # and read back by index (memory-mapped): a long or large source costs disk, not memory.
+    video_in_memory_mb: int = 2048
 
     def torch_dtype(self) -> torch.dtype:
         if self.dtype not in ("float32", "bfloat16", "float16"):
@@ -217,6 +221,69 @@ def _read_face(path: Path, fps: float | None) -> tuple[np.ndarray, float]:
     return frames, rate
 
 
+def _decoded_mb(face: Path, fps: float | None) -> float:
+    """Megabytes the face's frames take decoded (0 for a photo or an unreadable file: the normal path reports it)."""
+    from .media import probe_media
+
+    if face.suffix.lower() in _PHOTO_SUFFIXES or not face.is_file():
+        return 0.0
+    try:
+        info = probe_media(face)
+    except (LandmarkTalkError, FileNotFoundError):
+        return 0.0
+    if not info.has_video or not info.width or not info.height:
+        return 0.0
+    count = frame_count_for(info.video_duration_s, fps) if fps and info.video_duration_s else (info.frame_count or 0)
+    return count * info.width * info.height * 3 / 2**20
+
+
+class _DiskFrames:
+    """Decoded frames kept as .npy chunks in a folder and read back by index, memory-mapped."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self._chunks: list[np.ndarray] = []
+        self._starts: list[int] = []
+        self._length = 0
+
+    def append(self, chunk: np.ndarray) -> None:
+        path = self.folder / f"{len(self._chunks):06d}.npy"
+        np.save(path, chunk)
+        self._chunks.append(np.load(path, mmap_mode="r"))
+        self._starts.append(self._length)
+        self._length += len(chunk)
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __getitem__(self, key) -> np.ndarray:
+        indices = np.arange(self._length)[key]
+        which = np.searchsorted(self._starts, indices, side="right") - 1
+        return np.stack([self._chunks[c][i - self._starts[c]] for c, i in zip(np.atleast_1d(which),
+                                                                              np.atleast_1d(indices))])
+
+
+def _spill_and_track(face: Path, settings: RenderSettings, size: int,
+                     folder: Path) -> tuple[_DiskFrames, float, FaceTrack]:
+    """Decode the face video once: track it and keep its frames on disk (for videos too large for memory)."""
+    from .face import track_face
+    from .media import probe_media, read_video_frames
+
+    info = probe_media(face)
+    fps = float(settings.fps or info.fps or 25.0)
+    frames = _DiskFrames(folder)
+
+    def chunks():
+        for chunk in read_video_frames(face, fps=fps):
+            frames.append(chunk)
+            yield chunk
+
+    logger.info("%s: decoded frames exceed %d MB; keeping them in a temporary folder", face.name,
+                settings.video_in_memory_mb)
+    track = track_face(chunks(), fps=fps, crop_size=size, face=settings.face, source=str(face))
+    return frames, fps, track
+
+
 def _photo_with_head_motion(face: Path, pose_video: Path, settings: RenderSettings,
                             size: int) -> tuple[np.ndarray, float]:
     """The photo moved frame by frame like the head in ``pose_video``, at that video's rate (or settings.fps)."""
@@ -261,16 +328,20 @@ def render_video(
     if out.exists() and not overwrite:
         raise FileExistsError(f"--out {out} already exists; choose another name or pass --overwrite")
     size = models.l2v.config.image_size
-    if pose_video is not None:
-        frames, fps = _photo_with_head_motion(face, Path(pose_video), settings, size)
-    else:
-        frames, fps = _read_face(face, settings.fps)
-    track = track_face(frames, fps=fps, crop_size=size, face=settings.face, source=str(face))
-    speech = read_audio(audio_path)
-    speech_16k = read_audio(audio_path, sample_rate=16000, mono=True)
-    total = frame_count_for(speech.duration_s, fps)
-    logger.info("rendering %d frames at %g fps from %s and %s", total, fps, face.name, audio_path.name)
-    with VideoWriter(out, fps=fps, audio=speech, crf=settings.crf, overwrite=overwrite) as writer:
-        for chunk in render_talking_frames(models, frames, track, speech_16k, fps, settings, progress=progress):
-            writer.write(chunk)
+    with tempfile.TemporaryDirectory(prefix="landmarktalk-frames-") as spill:
+        if pose_video is not None:
+            frames, fps = _photo_with_head_motion(face, Path(pose_video), settings, size)
+            track = track_face(frames, fps=fps, crop_size=size, face=settings.face, source=str(face))
+        elif _decoded_mb(face, settings.fps) > settings.video_in_memory_mb:
+            frames, fps, track = _spill_and_track(face, settings, size, Path(spill))
+        else:
+            frames, fps = _read_face(face, settings.fps)
+            track = track_face(frames, fps=fps, crop_size=size, face=settings.face, source=str(face))
+        speech = read_audio(audio_path)
+        speech_16k = read_audio(audio_path, sample_rate=16000, mono=True)
+        total = frame_count_for(speech.duration_s, fps)
+        logger.info("rendering %d frames at %g fps from %s and %s", total, fps, face.name, audio_path.name)
+        with VideoWriter(out, fps=fps, audio=speech, crf=settings.crf, overwrite=overwrite) as writer:
+            for chunk in render_talking_frames(models, frames, track, speech_16k, fps, settings, progress=progress):
+                writer.write(chunk)
     return out

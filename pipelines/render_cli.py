@@ -106,6 +106,7 @@ def _run_render(args: argparse.Namespace) -> int:
         chunk_frames=args.chunk_frames, length_mode=args.length_mode, progressive=args.progressive,
         face=int(args.face_choice) if args.face_choice.isdigit() else args.face_choice, fps=args.fps,
         crf=args.crf, device=args.device, dtype=args.dtype, paste_region=args.paste_region,
+        video_in_memory_mb=args.video_in_memory_mb,
     )
     out = render_video(args.face, args.audio, models, args.out, settings, overwrite=args.overwrite,
                        pose_video=args.pose_video,
@@ -145,6 +146,9 @@ def add_render_command(subparsers) -> None:
                              "or 'yaw: 0, 10, -5' (keyframes); unset angles follow the face video")
     parser.add_argument("--pose-video", default=None,
                         help="with a photo as --face: a video whose head motion (shift, roll, scale) the photo follows")
+    parser.add_argument("--video-in-memory-mb", type=int, default=2048,
+                        help="face videos whose decoded frames exceed this are kept in a temporary folder instead "
+                             "of memory (default %(default)s)")
     parser.add_argument("--paste-region", choices=["lower", "face"], default="lower",
                         help="paste back the mouth and jaw only (default) or the whole generated face")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")

@@ -95,6 +95,30 @@ def test_photo_follows_the_head_motion_of_a_pose_video(fitted, tmp_path, caplog)
     assert "head motion is for a photo" in caplog.text and not (tmp_path / "x.mp4").exists()
 
 
+def test_large_face_videos_are_kept_on_disk_with_the_same_result(fitted, tmp_path, monkeypatch, caplog):
+    import logging
+    import tempfile
+
+    from pipelines.render import RenderSettings, load_talking_head_models, render_video
+
+    clip, models, _ = fitted
+    loaded = load_talking_head_models(models)
+    speech = SHARED_DATA / "audio" / "tts_en_22k.wav"  # 3 s: longer than the 2 s video, so frames repeat
+    in_memory = render_video(clip, speech, loaded, tmp_path / "memory.mp4", RenderSettings(steps=1, crf=30))
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "spill"))
+    (tmp_path / "spill").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", None)  # re-read TMPDIR
+    with caplog.at_level(logging.INFO, logger="pipelines.render"):
+        on_disk = render_video(clip, speech, loaded, tmp_path / "disk.mp4",
+                               RenderSettings(steps=1, crf=30, video_in_memory_mb=0))
+    assert "keeping them in a temporary folder" in caplog.text
+    a, _ = read_video(in_memory)
+    b, _ = read_video(on_disk)
+    assert len(a) == len(b) == 75
+    np.testing.assert_array_equal(a, b)
+    assert list((tmp_path / "spill").iterdir()) == []  # the spilled frames are gone
+
+
 def test_bad_inputs_name_the_problem(fitted, tmp_path):
     from pipelines.render import RenderSettings, load_talking_head_models, render_video
 
