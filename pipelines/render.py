@@ -238,18 +238,22 @@ def _decoded_mb(face: Path, fps: float | None) -> float:
 
 
 class _DiskFrames:
-    """Decoded frames kept as .npy chunks in a folder and read back by index, memory-mapped."""
+    """Decoded frames kept as .npy chunks in a folder and read back by index.
+
+    Each read maps a chunk file, copies the frames asked for and unmaps it again, so frames read earlier do
+    not stay resident in the process (a mapping kept open would hold every page it ever touched).
+    """
 
     def __init__(self, folder: Path):
         self.folder = folder
-        self._chunks: list[np.ndarray] = []
+        self._paths: list[Path] = []
         self._starts: list[int] = []
         self._length = 0
 
     def append(self, chunk: np.ndarray) -> None:
-        path = self.folder / f"{len(self._chunks):06d}.npy"
+        path = self.folder / f"{len(self._paths):06d}.npy"
         np.save(path, chunk)
-        self._chunks.append(np.load(path, mmap_mode="r"))
+        self._paths.append(path)
         self._starts.append(self._length)
         self._length += len(chunk)
 
@@ -257,10 +261,18 @@ class _DiskFrames:
         return self._length
 
     def __getitem__(self, key) -> np.ndarray:
-        indices = np.arange(self._length)[key]
+        indices = np.atleast_1d(np.arange(self._length)[key])
         which = np.searchsorted(self._starts, indices, side="right") - 1
-        return np.stack([self._chunks[c][i - self._starts[c]] for c, i in zip(np.atleast_1d(which),
-                                                                              np.atleast_1d(indices))])
+        out = None
+        for chunk in np.unique(which):
+            mapped = np.load(self._paths[chunk], mmap_mode="r")
+            wanted = np.nonzero(which == chunk)[0]
+            part = np.array(mapped[indices[wanted] - self._starts[chunk]])
+            del mapped
+            if out is None:
+                out = np.empty((len(indices),) + part.shape[1:], part.dtype)
+            out[wanted] = part
+        return out
 
 
 def _spill_and_track(face: Path, settings: RenderSettings, size: int,
