@@ -14,7 +14,7 @@ from comfy_api.latest import io
 __all__ = [
     "FaceTrackType", "LandmarksType", "AudioFeaturesType", "SpeakerType", "LatentCodecType",
     "A2LModelType", "L2VModelType", "Wav2LipModelType", "SOVQAEModelType", "SmootherModelType",
-    "MODEL_TYPES",
+    "DAEModelType", "Speech2LatentModelType", "SemanticLatentsType", "MODEL_TYPES",
 ]
 
 FaceTrackType = io.Custom("LT_FACE_TRACK")
@@ -28,6 +28,9 @@ L2VModelType = io.Custom("LT_L2V")
 Wav2LipModelType = io.Custom("LT_WAV2LIP")
 SOVQAEModelType = io.Custom("LT_SOVQAE")
 SmootherModelType = io.Custom("LT_SMOOTHER")
+DAEModelType = io.Custom("LT_DAE")
+Speech2LatentModelType = io.Custom("LT_SPEECH2LATENT")
+SemanticLatentsType = io.Custom("LT_SEMANTIC_LATENTS")  # float32 [T, z_sem] of a DAE
 
 # Checkpoint kind (pipelines.checkpoint.MODEL_KINDS) → the socket type its loader outputs.
 MODEL_TYPES = {
@@ -36,4 +39,6 @@ MODEL_TYPES = {
     "wav2lip": Wav2LipModelType,
     "sovqae": SOVQAEModelType,
     "smoother": SmootherModelType,
+    "dae": DAEModelType,
+    "speech2latent": Speech2LatentModelType,
 }

@@ -1,6 +1,6 @@
 """DAE-Talker nodes: load the diffusion autoencoder and speech2latent, encode crops, speech+pose → z_sem, decode.
 
-Values on the sockets declared here: ``LT_DAE`` / ``LT_SPEECH2LATENT`` carry a ``ModelPatcher`` around
+Values on its sockets (declared in nodes/_types.py): ``LT_DAE`` / ``LT_SPEECH2LATENT`` carry a ``ModelPatcher`` around
 :class:`pipelines.models.dae.DiffusionAutoencoder` / :class:`~pipelines.models.dae.SpeechToLatent`;
 ``LT_SEMANTIC_LATENTS`` a float32 CPU tensor [T, latent_dim] of ``z_sem``, one row per frame.
 """
@@ -15,34 +15,14 @@ from ..pipelines.dae import pose_curve as parse_pose_curve  # the node input `po
 from ..pipelines.face import crop_landmarks
 from ..pipelines.types import frame_count_for
 from ._convert import NodeProgress, audio_from_comfy, frames_to_image, image_to_frames, models_on_device
-from ._types import FaceTrackType
-from .loaders import ModelLoader
-from .models_folder import FOLDER_NAME, list_model_files
+from ._types import DAEModelType, FaceTrackType, SemanticLatentsType, Speech2LatentModelType
+from .loaders import ModelLoader, loader_schema
 
-__all__ = ["NODES", "DAEModelType", "Speech2LatentModelType", "SemanticLatentsType"]
-
-DAEModelType = io.Custom("LT_DAE")
-Speech2LatentModelType = io.Custom("LT_SPEECH2LATENT")
-SemanticLatentsType = io.Custom("LT_SEMANTIC_LATENTS")
+__all__ = ["NODES"]
 
 _POSE_HELP = ("Head pose in degrees, one line per angle: 'yaw: sin 8 2.0' (amplitude, period in seconds, optional "
               "offset) or 'yaw: 0, 10, -5' (key values spread over the speech). Angles not given come from the "
               "driving face track, else from the fitted clip's average pose. Positive yaw turns the nose to the image's right.")
-
-
-def _loader_schema(*, node_id: str, display_name: str, kind: str, output, description: str) -> io.Schema:
-    return io.Schema(
-        node_id=node_id,
-        display_name=display_name,
-        category="LandmarkTalk/loaders",
-        description=description,
-        inputs=[io.Combo.Input(
-            "model_name", options=list_model_files(kind),
-            tooltip=f"A {kind} checkpoint (.safetensors) in models/{FOLDER_NAME}/, made by `python -m pipelines fit "
-                    f"CLIP --path dae` or `train {kind}`. Only files of this kind are listed; press R after copying one in.",
-        )],
-        outputs=[output.Output("model", tooltip=f"The {kind} model, managed by ComfyUI's memory manager.")],
-    )
 
 
 class LandmarkTalkLoadDAE(ModelLoader):
@@ -50,9 +30,10 @@ class LandmarkTalkLoadDAE(ModelLoader):
 
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return _loader_schema(
-            node_id="LandmarkTalkLoadDAE", display_name="Load DAE", kind="dae", output=DAEModelType,
+        return loader_schema(
+            node_id="LandmarkTalkLoadDAE", display_name="Load DAE", kind="dae",
             description="Load a DAE-Talker diffusion autoencoder (face crop ↔ semantic latent) fitted to one person.",
+            made_by="`python -m pipelines fit CLIP --path dae` or `train dae`",
         )
 
 
@@ -61,10 +42,10 @@ class LandmarkTalkLoadSpeech2Latent(ModelLoader):
 
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return _loader_schema(
+        return loader_schema(
             node_id="LandmarkTalkLoadSpeech2Latent", display_name="Load Speech2Latent", kind="speech2latent",
-            output=Speech2LatentModelType,
             description="Load DAE-Talker's Conformer that turns speech and head pose into semantic latents.",
+            made_by="`python -m pipelines fit CLIP --path dae` or `train speech2latent`",
         )
 
 

@@ -14,8 +14,6 @@
 """
 from __future__ import annotations
 
-import argparse
-import importlib
 import json
 import logging
 import math
@@ -405,24 +403,6 @@ def _select_frames(track, index: np.ndarray):
 
 # ----------------------------------------------------------------------------------------- fit
 
-def _train(kind: str, argv: list[str], progress) -> float:
-    """Train one model exactly as `python -m pipelines train KIND ARGV` would; returns seconds."""
-    from .train.cli import TASK_MODULES, add_train_options, train_config_from_args
-    from .train.loop import train_model
-
-    module = importlib.import_module(TASK_MODULES[kind], f"{__package__}.train")
-    parser = argparse.ArgumentParser(prog=f"fit/{kind}")
-    parser.add_argument("--out", required=True)
-    module.add_task_arguments(parser)
-    add_train_options(parser, getattr(module, "DEFAULT_TRAIN_CONFIG", None))
-    args = parser.parse_args(argv)
-    model, task, metadata = module.build_training(args)
-    started = time.perf_counter()
-    train_model(model, task, train_config_from_args(args), args.out, metadata=metadata,
-                progress=(lambda step, total, logs: progress(kind, step, total)) if progress else None)
-    return time.perf_counter() - started
-
-
 def fit_dae(
     clip: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -445,6 +425,7 @@ def fit_dae(
     ``progress(model, step, total)``.
     """
     from .cache import load_clip_caches
+    from .train.cli import train_from_argv
 
     if not 0.0 <= holdout < 0.9:
         raise LandmarkTalkError(f"holdout {holdout}: give a fraction in [0, 0.9), e.g. 0.2")
@@ -465,7 +446,7 @@ def fit_dae(
             logger.info("keeping %s (delete it to retrain)", target)
             continue
         logger.info("fitting %s → %s", kind, target)
-        record["seconds"][kind] = round(_train(kind, ["--out", str(target), *common, *extra], progress), 1)
+        record["seconds"][kind] = round(train_from_argv(kind, ["--out", str(target), *common, *extra], progress), 1)
     previous = out / DAE_RECORD
     if previous.is_file():  # keep the timings of models trained by an earlier call
         record["seconds"] = {**json.loads(previous.read_text()).get("seconds", {}), **record["seconds"]}

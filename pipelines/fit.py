@@ -8,12 +8,9 @@ on, so ``evaluate_holdout`` can render it from its own audio and compare with th
 """
 from __future__ import annotations
 
-import argparse
-import importlib
 import json
 import logging
 import os
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -69,26 +66,6 @@ def read_fit_record(models_dir: str | os.PathLike) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _train(kind: str, argv: list[str], progress: Callable[[str, int, int], None] | None) -> float:
-    """Run one model's training exactly as `python -m pipelines train KIND ARGV` would."""
-    from .train.cli import TASK_MODULES, add_train_options, train_config_from_args
-    from .train.loop import train_model
-
-    module = importlib.import_module(TASK_MODULES[kind], f"{__package__}.train")
-    parser = argparse.ArgumentParser(prog=f"fit/{kind}")
-    parser.add_argument("--out", required=True)
-    module.add_task_arguments(parser)
-    add_train_options(parser, getattr(module, "DEFAULT_TRAIN_CONFIG", None))
-    args = parser.parse_args(argv)
-    model, task, metadata = module.build_training(args)
-    started = time.perf_counter()
-    train_model(
-        model, task, train_config_from_args(args), args.out, metadata=metadata,
-        progress=(lambda step, total, logs: progress(kind, step, total)) if progress else None,
-    )
-    return time.perf_counter() - started
-
-
 def fit_person(
     clip: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -109,6 +86,8 @@ def fit_person(
 
     ``steps`` overrides every model's step count (for quick plumbing runs). ``progress(model, step, total)``.
     """
+    from .train.cli import train_from_argv
+
     if preset not in FIT_PRESETS:
         raise LandmarkTalkError(f"--preset {preset!r}: choose one of {', '.join(FIT_PRESETS)}")
     if path not in FIT_PATHS:
@@ -145,7 +124,7 @@ def fit_person(
             logger.info("keeping %s (delete it to retrain)", target)
             continue
         logger.info("fitting %s → %s", kind, target)
-        record.seconds[kind] = round(_train(kind, ["--out", str(target), *common, *extra], progress), 1)
+        record.seconds[kind] = round(train_from_argv(kind, ["--out", str(target), *common, *extra], progress), 1)
     if path == "l2v":
         _save_speaker(cache, holdout, out)
     (out / FIT_RECORD).write_text(json.dumps(asdict(record), indent=1))

@@ -522,7 +522,6 @@ def main(argv: list[str] | None = None) -> int:
                 if type(exc).__module__.split(".")[0] != "playwright":
                     raise
                 failures = [f"browser: {type(exc).__name__}: {str(exc)[:1500]}"]
-                failures = [str(exc)]
             if failures:
                 print(f"server log tail:\n{server.log_tail()}")
         print(f"server stopped (exit code {server.process.returncode})")

@@ -11,7 +11,7 @@ import logging
 
 from .loop import TrainConfig, train_model
 
-__all__ = ["add_train_command", "train_config_from_args"]
+__all__ = ["add_train_command", "train_config_from_args", "train_from_argv"]
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +71,26 @@ def _tqdm_progress(desc: str):
             bar.close()
 
     return progress
+
+
+def train_from_argv(kind: str, argv: list[str], progress=None) -> float:
+    """Train one model exactly as ``python -m pipelines train KIND ARGV`` would (for ``fit``); returns seconds.
+
+    ``progress(kind, step, total)`` is called as training goes.
+    """
+    import time
+
+    module = importlib.import_module(TASK_MODULES[kind], __package__)
+    parser = argparse.ArgumentParser(prog=f"fit/{kind}")
+    parser.add_argument("--out", required=True)
+    module.add_task_arguments(parser)
+    add_train_options(parser, getattr(module, "DEFAULT_TRAIN_CONFIG", None))
+    args = parser.parse_args(argv)
+    model, task, metadata = module.build_training(args)
+    started = time.perf_counter()
+    train_model(model, task, train_config_from_args(args), args.out, metadata=metadata,
+                progress=(lambda step, total, logs: progress(kind, step, total)) if progress else None)
+    return time.perf_counter() - started
 
 
 def _run_train(args: argparse.Namespace) -> int:
