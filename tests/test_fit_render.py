@@ -119,6 +119,30 @@ def test_large_face_videos_are_kept_on_disk_with_the_same_result(fitted, tmp_pat
     assert list((tmp_path / "spill").iterdir()) == []  # the spilled frames are gone
 
 
+def test_lower_paste_keeps_the_source_above_the_nose(fitted):
+    from pipelines.face import track_face
+    from pipelines.render import RenderSettings, load_talking_head_models, render_talking_frames
+
+    clip, models, _ = fitted
+    loaded = load_talking_head_models(models)
+    frames, fps = read_video(clip, max_frames=16)
+    track = track_face(frames, fps=fps, crop_size=loaded.l2v.config.image_size)
+    speech = read_audio(SHARED_DATA / "audio" / "tts_en_22k.wav", sample_rate=16000, mono=True)
+    speech = Audio(speech.samples[:, : 16000 * 16 // 25], 16000)
+
+    def render(region):
+        settings = RenderSettings(steps=1, paste_region=region)
+        return np.concatenate(list(render_talking_frames(loaded, frames, track, speech, fps, settings)))
+
+    lower, face = render("lower"), render("face")
+    brows = track.landmarks[:, 17:27, 1].max(axis=1).astype(int)  # below the lowest brow point
+    for t in range(len(frames)):
+        assert np.array_equal(lower[t, : brows[t]], frames[t, : brows[t]])  # untouched above the brows
+    assert any(not np.array_equal(face[t, : brows[t]], frames[t, : brows[t]]) for t in range(len(frames)))
+    with pytest.raises(LandmarkTalkError, match="paste region"):
+        next(render_talking_frames(loaded, frames, track, speech, fps, RenderSettings(paste_region="eyes")))
+
+
 def test_bad_inputs_name_the_problem(fitted, tmp_path):
     from pipelines.render import RenderSettings, load_talking_head_models, render_video
 

@@ -103,3 +103,25 @@ def test_build_training_encodes_with_the_codec_and_records_its_space(tmp_path):
     assert ((target - reference).abs() >= torch.maximum(target, 31 - target)).all()
     loss, parts = task.compute_loss(model, batch)
     assert loss.ndim == 0 and torch.isfinite(loss) and "mse" in parts
+
+
+def test_loss_weights_favour_the_masked_lower_face(tmp_path):
+    cache, _ = write_synthetic_face_cache(tmp_path / "cache", num_frames=40, size=64)
+    codec = _pool_codec()
+    config = L2VConfig(image_size=64, downscale=4, latent_channels=3, latent_space=codec.name,
+                       block_channels=(16, 32), cross_attention=(False, True))
+    weighted = L2VTask([cache], 0.2, codec, config, mouth_weight=3.0)
+    batch = weighted.sample_batch(torch.Generator().manual_seed(0), 4)
+    weight = batch["loss_weight"].float()
+    assert weight.shape == (4, 16, 16)
+    assert float(weight.min()) == 1.0 and float(weight.max()) == pytest.approx(4.0, abs=0.01)
+    points = cache.landmarks()[batch["frames"][:, 1].numpy()] * (16 / cache.crop_size)
+    mouth = np.round(points[:, 62]).astype(int)  # the inner upper lip lies inside the masked region
+    assert all(float(weight[i, y, x]) > 3.0 for i, (x, y) in enumerate(mouth))
+    assert float(weight[:, :3].max()) == 1.0  # the top of the crop (brows) keeps the plain weight
+    plain = L2VTask([cache], 0.2, codec, config, mouth_weight=0.0).sample_batch(torch.Generator().manual_seed(0), 4)
+    assert bool((plain["loss_weight"] == 1).all())
+    # the weighted loss is what trains; the plain MSE is reported beside it
+    model = L2VDenoiser(replace(config, latent_shift=0.0, latent_scale=1.0))
+    loss, parts = weighted.compute_loss(model, batch)
+    assert torch.isfinite(loss) and float(parts["mse"]) > 0

@@ -101,10 +101,10 @@ def test_generator_loss_falls_with_a_frozen_expert(clip, tmp_path):
     model = Wav2Lip(Wav2LipConfig(base_channels=4))
     task = Wav2LipTask(Wav2LipClips([clip], holdout=0.2), syncnet=frozen, sync_weight=0.03)
     before = _validation_loss(model, task)
-    config = TrainConfig(steps=40, batch_size=2, learning_rate=2e-3, ema_decay=0.0, val_every=40, log_every=5)
+    config = TrainConfig(steps=80, batch_size=2, learning_rate=2e-3, ema_decay=0.0, val_every=80, log_every=5)
     result = train_model(model.train(), task, config, tmp_path / "w2l.safetensors")
     # the validation loss keeps the expert's 0.03-weighted sync term, which a random expert leaves high
-    assert result.final_validation_loss < 0.8 * before, (before, result.final_validation_loss)
+    assert result.final_validation_loss < 0.7 * before, (before, result.final_validation_loss)
     assert result.history["parts"][-1]["l1"] < 0.7 * result.history["parts"][0]["l1"]
     assert "sync" in result.history["parts"][-1]
     for key, value in frozen.state_dict().items():  # the expert stays frozen
