@@ -1,14 +1,16 @@
 """Render memory against audio length: peak RSS of the whole CLI render for a short and a long speech track.
 
-    python benchmarks/memory_flat.py                     # 1 vs 10 minutes (a few minutes of CPU)
+    python benchmarks/memory_flat.py                     # 1 vs 10 minutes (about an hour on 1 CPU thread)
     python benchmarks/memory_flat.py --short 0.2 --long 1 # quick look
 
-The render streams: audio features, landmarks, latents and frames are made chunk by chunk and written
-to the encoder as they come, so peak memory should barely move with the length of the speech. Each
-render runs in its own Python process (``render`` of ``python -m pipelines``) and reports its own peak
-RSS (``ru_maxrss``); the short render is the baseline, measured in the same run. Models are random
-``tiny`` ones (the memory of a render does not depend on what the weights learned), the face is a
-photo from ``../shared/data/images`` and the speech a synthetic voice-like signal, so nothing
+The render streams: the speech is decoded to temporary files (16 kHz for the features, its own rate
+for the muxer), audio features and A2L landmarks are made a window of output frames at a time, latents
+and frames chunk by chunk, written to the encoder as they come; so peak memory should not move with the
+length of the speech (the issue's target: 1 vs 10 minutes within 10 %). Each render runs in its own
+Python process (``render`` of ``python -m pipelines``) and reports its own peak RSS (``ru_maxrss``); the
+short render is the baseline, measured in the same run. Models are random ``tiny`` ones (the memory of
+a render does not depend on what the weights learned), the face is a photo from
+``../shared/data/images`` and the speech a synthetic voice-like signal, so nothing
 person-specific is needed. Prints a Markdown table with the ratio long / short.
 """
 from __future__ import annotations

@@ -57,6 +57,7 @@ class FitRecord:
     holdout: float
     codec: str
     path: str = "l2v"
+    cache_dir: str | None = None  # where the clip was prepared; the hold-out render reads the same cache
     files: dict[str, str] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -99,7 +100,8 @@ def fit_person(
     out.mkdir(parents=True, exist_ok=True)
     [cache] = load_clip_caches(clip, crop_size=plan.crop_size, cache_dir=cache_dir)
     record = FitRecord(clip=str(Path(clip).resolve()), preset=preset, path=path, holdout=holdout,
-                       codec=str(Path(codec).resolve()) if codec else MODEL_FILES["codec"])
+                       codec=str(Path(codec).resolve()) if codec else MODEL_FILES["codec"],
+                       cache_dir=str(Path(cache_dir).resolve()) if cache_dir else None)
     common = ["--data", str(cache.root), "--holdout", str(holdout), "--seed", str(seed)]
 
     def options(model_preset: tuple[str, int, int]) -> list[str]:

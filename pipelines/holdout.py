@@ -57,9 +57,13 @@ def evaluate_holdout(
     steps: int = 20,
     seed: int = 0,
     out_dir: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> Path:
-    """Render and score the held-out tail of the clip a ``fit --holdout`` was run on; returns holdout.json."""
+    """Render and score the held-out tail of the clip a ``fit --holdout`` was run on; returns holdout.json.
+
+    ``cache_dir``: where the clip's cache is (default: the one the fit recorded, else the default cache).
+    """
     from .cache import load_clip_caches
     from .evaluation import evaluate_videos
     from .face import align_faces, crop_landmarks, paste_faces
@@ -77,7 +81,7 @@ def evaluate_holdout(
     frames, fps = read_video(clip)
     total = len(frames)
     cut = total - int(round(total * record["holdout"]))
-    [cache] = load_clip_caches(clip, crop_size=size)
+    [cache] = load_clip_caches(clip, crop_size=size, cache_dir=cache_dir or record.get("cache_dir"))
     track = cache.track()
     if len(track) != total:
         raise LandmarkTalkError(f"{clip}: the cached track has {len(track)} frames, the video {total}; clear the cache")

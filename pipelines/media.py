@@ -28,7 +28,8 @@ import numpy as np
 from .errors import LandmarkTalkError
 from .types import Audio, MediaInfo, frame_count_for
 
-__all__ = ["probe_media", "read_video_frames", "read_video", "read_image", "read_audio", "VideoWriter", "write_video"]
+__all__ = ["probe_media", "read_video_frames", "read_video", "read_image", "read_audio", "AudioFile", "decode_audio_file",
+           "VideoWriter", "write_video"]
 
 logger = logging.getLogger(__name__)
 
@@ -526,22 +527,19 @@ def _parse_wav_header(data: bytes) -> tuple[int, int, int]:
     raise ValueError("no audio samples")
 
 
-def read_audio(path: str | os.PathLike, *, sample_rate: int | None = None, mono: bool = False) -> Audio:
-    """The first audio stream of any audio or video file as float32 [C,N] in -1..1.
-
-    ``sample_rate`` resamples (soxr, through ffmpeg); ``mono`` averages the channels.
-    """
-    path = _check_input_file(path)
+def _audio_command(path: Path, sample_rate: int | None) -> list[str]:
+    """ffmpeg decoding the first audio stream of ``path`` to float32 WAV on stdout."""
     if sample_rate is not None and (int(sample_rate) != sample_rate or sample_rate < 1000):
         raise LandmarkTalkError(f"sample_rate={sample_rate}: give a whole number of Hz, 1000 or more")
     command = [_ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-v", "error", "-i", str(path),
                "-map", "0:a:0", "-vn", "-sn", "-dn"]
     if sample_rate is not None:
         command += ["-af", f"aresample={int(sample_rate)}:resampler=soxr"]
-    command += ["-c:a", "pcm_f32le", "-f", "wav", "-"]
-    result = subprocess.run(command, capture_output=True)
-    stderr = result.stderr.decode("utf-8", errors="replace")
-    if result.returncode != 0:
+    return command + ["-c:a", "pcm_f32le", "-f", "wav", "-"]
+
+
+def _check_audio_decode(path: Path, returncode: int, stderr: str) -> None:
+    if returncode != 0:
         if "matches no streams" in stderr:
             raise LandmarkTalkError(f"{path}: has no audio stream; give a file with sound")
         raise LandmarkTalkError(f"{path}: not a readable audio or video file ({_ffmpeg_problem(stderr)}); "
@@ -549,6 +547,18 @@ def read_audio(path: str | os.PathLike, *, sample_rate: int | None = None, mono:
     if "partial file" in stderr:
         raise LandmarkTalkError(f"{path}: the file is truncated ({_ffmpeg_problem(stderr)}); "
                                 f"copy or export it again in full")
+
+
+def read_audio(path: str | os.PathLike, *, sample_rate: int | None = None, mono: bool = False) -> Audio:
+    """The first audio stream of any audio or video file as float32 [C,N] in -1..1.
+
+    ``sample_rate`` resamples (soxr, through ffmpeg); ``mono`` averages the channels.
+    """
+    path = _check_input_file(path)
+    command = _audio_command(path, sample_rate)
+    result = subprocess.run(command, capture_output=True)
+    stderr = result.stderr.decode("utf-8", errors="replace")
+    _check_audio_decode(path, result.returncode, stderr)
     try:
         channels, rate, offset = _parse_wav_header(result.stdout)
     except ValueError as exc:
@@ -566,6 +576,106 @@ def read_audio(path: str | os.PathLike, *, sample_rate: int | None = None, mono:
     if not samples.flags.writeable:  # a view of ffmpeg's bytes (one channel): give the caller its own array
         samples = samples.copy()
     return Audio(samples=samples, sample_rate=int(rate))
+
+
+@dataclass(frozen=True)
+class AudioFile:
+    """Decoded audio kept on disk as raw little-endian float32, channels interleaved, read back by slice.
+
+    Made by :func:`decode_audio_file`. It stands in for an :class:`~pipelines.types.Audio` where a long
+    speech should not sit in memory: :class:`VideoWriter` muxes it straight from the file, and the render's
+    audio features read it a stretch at a time.
+    """
+
+    path: Path
+    sample_rate: int
+    channels: int
+    num_samples: int
+
+    @property
+    def duration_s(self) -> float:
+        return self.num_samples / float(self.sample_rate)
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """float32 [channels, stop - start] samples ``start..stop-1`` (clipped to the file)."""
+        start = min(max(int(start), 0), self.num_samples)
+        stop = min(max(int(stop), start), self.num_samples)
+        with open(self.path, "rb") as handle:
+            handle.seek(start * 4 * self.channels)
+            data = np.fromfile(handle, dtype="<f4", count=(stop - start) * self.channels)
+        return np.ascontiguousarray(data.reshape(-1, self.channels).T, dtype=np.float32)
+
+
+def _decode_audio_into(path: Path, command: list[str], out: Path) -> tuple[int, int, int, str]:
+    """Run the WAV-decoding ``command``, copying its samples to ``out`` block by block.
+
+    Returns (channels, sample rate, samples written, ffmpeg's messages)."""
+    block = 1 << 16
+    with tempfile.TemporaryFile() as errors, open(out, "wb") as sink:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors)
+        try:
+            head, parsed = b"", None
+            while parsed is None and len(head) < (1 << 20):
+                chunk = process.stdout.read(block)
+                if not chunk:
+                    break
+                head += chunk
+                try:
+                    parsed = _parse_wav_header(head)
+                except ValueError:
+                    continue
+            written = 0
+            if parsed is not None:
+                channels, rate, offset = parsed
+                frame = 4 * channels
+                pending = head[offset:]
+                while True:
+                    usable = len(pending) // frame * frame
+                    samples = np.frombuffer(pending[:usable], dtype="<f4")
+                    if not np.isfinite(samples).all():
+                        first = written + int(np.flatnonzero(~np.isfinite(samples))[0]) // channels
+                        raise LandmarkTalkError(
+                            f"{path}: the audio has NaN or infinite samples (first at {first / rate:.3f} s); "
+                            "re-export the audio or replace the bad samples")
+                    sink.write(pending[:usable])
+                    written += usable // frame
+                    pending = pending[usable:]
+                    chunk = process.stdout.read(block)
+                    if not chunk:
+                        break
+                    pending += chunk
+            returncode = process.wait()
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            process.stdout.close()
+        errors.seek(0)
+        stderr = errors.read().decode("utf-8", errors="replace")
+    _check_audio_decode(path, returncode, stderr)
+    if parsed is None:
+        raise LandmarkTalkError(f"{path}: could not decode the audio ({_ffmpeg_problem(stderr)})")
+    if written == 0:
+        raise LandmarkTalkError(f"{path}: the audio track is empty (0 samples); give a file that contains sound")
+    return channels, rate, written, stderr
+
+
+def decode_audio_file(path: str | os.PathLike, out: str | os.PathLike, *, sample_rate: int | None = None) -> AudioFile:
+    """Decode the first audio stream of ``path`` into ``out`` (raw float32) without holding it in memory.
+
+    The samples are exactly those :func:`read_audio` returns with the same ``sample_rate``; non-finite
+    samples are refused here, before any work is done with them.
+    """
+    path, out = _check_input_file(path), Path(out)
+    command = _audio_command(path, sample_rate)
+    try:
+        channels, rate, written, stderr = _decode_audio_into(path, command, out)
+    except BaseException:
+        out.unlink(missing_ok=True)
+        raise
+    if stderr.strip():
+        logger.warning("%s: ffmpeg reported problems while decoding audio: %s", path, _ffmpeg_problem(stderr))
+    return AudioFile(path=out, sample_rate=int(rate), channels=int(channels), num_samples=written)
 
 
 # ---------------------------------------------------------------------------------------------- write
@@ -594,7 +704,8 @@ def _discard(process: subprocess.Popen | None, paths: list[Path]) -> None:
 class VideoWriter:
     """Write RGB frames to an H.264/AAC video, atomically (temp file in the target folder, then rename).
 
-    With ``audio``, the video gets exactly ``frame_count_for(audio.duration_s, fps)`` frames: extra
+    With ``audio`` (an :class:`~pipelines.types.Audio`, or an :class:`AudioFile`, muxed straight from its
+    file), the video gets exactly ``frame_count_for(audio.duration_s, fps)`` frames: extra
     frames are dropped, missing ones repeat the last frame. Odd sizes are padded to even by
     repeating the last row/column. ``preset`` is x264's speed/size trade-off.
     """
@@ -604,7 +715,7 @@ class VideoWriter:
         path: str | os.PathLike,
         *,
         fps: float,
-        audio: Audio | None = None,
+        audio: Audio | AudioFile | None = None,
         crf: int = 18,
         overwrite: bool = False,
         preset: str = "medium",
@@ -620,7 +731,10 @@ class VideoWriter:
             raise FileExistsError(f"{self.path}: already exists; choose another name or pass overwrite=True")
         if not self.path.parent.is_dir():
             raise FileNotFoundError(f"{self.path.parent}: output folder does not exist; create it first")
-        if audio is not None:
+        if isinstance(audio, AudioFile):
+            if audio.channels < 1 or audio.num_samples < 1 or not audio.path.is_file():
+                raise LandmarkTalkError(f"{self.path}: audio file {audio.path} is missing or empty; decode the audio again")
+        elif audio is not None:
             samples = np.asarray(audio.samples)
             if samples.ndim != 2 or samples.shape[0] < 1 or samples.shape[1] == 0:
                 raise LandmarkTalkError(f"{self.path}: audio must be a non-empty [C,N] waveform, got shape {samples.shape}")
@@ -664,7 +778,10 @@ class VideoWriter:
         command = [_ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-v", "error", "-y",
                    "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{out_width}x{out_height}", "-framerate", str(fps),
                    "-i", "-"]
-        if self.audio is not None:
+        if isinstance(self.audio, AudioFile):
+            command += ["-f", "f32le", "-ar", str(int(self.audio.sample_rate)), "-ac", str(self.audio.channels),
+                        "-i", str(self.audio.path)]
+        elif self.audio is not None:
             audio_file = self._reserve_temp(".f32")
             samples = np.asarray(self.audio.samples, dtype=np.float32)
             np.ascontiguousarray(samples.T).astype("<f4").tofile(audio_file)
@@ -779,7 +896,7 @@ def write_video(
     frames: np.ndarray,
     *,
     fps: float,
-    audio: Audio | None = None,
+    audio: Audio | AudioFile | None = None,
     crf: int = 18,
     overwrite: bool = False,
     preset: str = "medium",

@@ -1,9 +1,11 @@
 """The whole landmark-diffusion chain as one streaming render: face + speech → talking video.
 
-Audio → features → A2L landmarks (once, small) → per chunk of output frames: align the source frames,
-encode the masked pose, rasterise the landmarks, sample L2V latents, decode, paste back, write. Only one
-chunk of frames is in flight, so memory stays flat in the audio's length; the output is written to a
-temporary file and renamed at the end (nothing is left on failure or cancel).
+Audio → features → A2L landmarks, a window of ``landmark_chunk_frames`` at a time (the LSTMs' state
+carried across windows) → per chunk of output frames: align the source frames, encode the masked pose,
+rasterise the landmarks, sample L2V latents, decode, paste back, write. The speech is decoded to
+temporary files that the features read a stretch at a time and the encoder muxes directly, so nothing in
+memory grows with the audio's length; the output is written to a temporary file and renamed at the end
+(nothing is left on failure or cancel).
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import os
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 import torch
@@ -20,6 +22,9 @@ import torch
 from .errors import LandmarkTalkError
 from .schedule import LENGTH_MODES, source_frame_schedule
 from .types import Audio, FaceTrack, Landmarks, frame_count_for
+
+if TYPE_CHECKING:
+    from .media import AudioFile
 
 __all__ = ["RenderSettings", "TalkingHeadModels", "load_talking_head_models", "render_talking_frames", "render_video"]
 
@@ -52,6 +57,9 @@ class RenderSettings:
     # A face video whose decoded frames would take more than this is decoded once into a temporary folder
     # and read back by index (memory-mapped): a long or large source costs disk, not memory.
     video_in_memory_mb: int = 2048
+    # Audio features and A2L landmarks are made this many output frames at a time (1 min at 25 fps):
+    # enough to keep their per-call overhead negligible, small enough to keep memory flat in the speech.
+    landmark_chunk_frames: int = 1500
 
     def torch_dtype(self) -> torch.dtype:
         if self.dtype not in ("float32", "bfloat16", "float16"):
@@ -119,26 +127,53 @@ def _to_model_images(crops: np.ndarray, device) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(crops)).to(device).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
-def predict_clip_landmarks(models: TalkingHeadModels, audio: Audio, reference: Landmarks, fps: float) -> Landmarks:
-    """A2L landmarks for every output frame, placed on ``reference`` (one frame or one per output frame)."""
-    from .audio import compute_audio_features, compute_speaker_embedding
-    from .models.a2l import predict_landmarks
+def _stream_clip_landmarks(
+    models: TalkingHeadModels, audio: "Audio | AudioFile", reference: Landmarks, fps: float, *,
+    schedule: np.ndarray | None = None, window_frames: int = 1500,
+) -> Iterator[Landmarks]:
+    """A2L landmarks for consecutive output frames, ``window_frames`` of audio features at a time."""
+    from .audio import compute_speaker_embedding
+    from .audio.features import iter_audio_features
+    from .models.a2l import stream_landmarks
 
     config = models.a2l.config
     num_frames = frame_count_for(audio.duration_s, fps)
-    features = compute_audio_features(audio, fps, window=config.feature_window, kind=config.feature_kind,
-                                      num_frames=num_frames)
     speaker = models.speaker
-    if speaker is None:
-        speaker = compute_speaker_embedding(audio, method=config.speaker_method)
-    return predict_landmarks(models.a2l, features, reference, speaker)
+    if speaker is None:  # the voice embedding needs the whole speech once (3.8 MB a minute at 16 kHz)
+        whole = audio if isinstance(audio, Audio) else Audio(audio.read(0, audio.num_samples), audio.sample_rate)
+        speaker = compute_speaker_embedding(whole, method=config.speaker_method)
+        del whole
+    features = iter_audio_features(audio, fps, window=config.feature_window, kind=config.feature_kind,
+                                   num_frames=num_frames, window_frames=window_frames)
+    return stream_landmarks(models.a2l, features, reference, speaker, schedule=schedule)
+
+
+def predict_clip_landmarks(models: TalkingHeadModels, audio: Audio, reference: Landmarks, fps: float) -> Landmarks:
+    """A2L landmarks for every output frame, placed on ``reference`` (one frame or one per output frame)."""
+    parts = list(_stream_clip_landmarks(models, audio, reference, fps))
+    return Landmarks(points=np.concatenate([part.points for part in parts]), crop_size=reference.crop_size,
+                     fps=parts[0].fps)
+
+
+def _take_frames(windows: Iterator[Landmarks], counts: Iterator[int]) -> Iterator[np.ndarray]:
+    """Re-cut a stream of landmark windows into pieces of the given frame counts."""
+    pending: list[np.ndarray] = []
+    held = 0
+    for count in counts:
+        while held < count:
+            window = next(windows).points
+            pending.append(window)
+            held += len(window)
+        joined = np.concatenate(pending) if len(pending) > 1 else pending[0]
+        yield joined[:count]
+        pending, held = [joined[count:]], held - count
 
 
 def render_talking_frames(
     models: TalkingHeadModels,
     frames: np.ndarray,
     track: FaceTrack,
-    audio: Audio,
+    audio: "Audio | AudioFile",
     fps: float,
     settings: RenderSettings = RenderSettings(),
     *,
@@ -148,8 +183,10 @@ def render_talking_frames(
     """Yield uint8 [t, H, W, 3] chunks of the talking video, ``round(audio duration × fps)`` frames in all.
 
     ``frames`` [N, H, W, 3] is the face video (N = 1 for a photo) and ``track`` its face track; they are
-    played per ``settings.length_mode`` to cover the audio. ``landmarks`` (crop pixels at the model's size,
-    one per output frame) replaces A2L's prediction, e.g. ground truth for an upper-bound baseline.
+    played per ``settings.length_mode`` to cover the audio. ``audio``: the speech, in memory or decoded to
+    a file (:func:`pipelines.media.decode_audio_file`, then read a stretch at a time). ``landmarks`` (crop
+    pixels at the model's size, one per output frame) replaces A2L's prediction, e.g. ground truth for an
+    upper-bound baseline.
     ``progress(done_frames, total_frames)``; raise from it to cancel.
     """
     from .face import align_faces, crop_landmarks, paste_faces
@@ -173,12 +210,21 @@ def render_talking_frames(
     schedule = source_frame_schedule(len(frames), total, settings.length_mode)
     source_points = crop_landmarks(track, size).points
     if landmarks is None:
-        reference = Landmarks(points=source_points[schedule], crop_size=size, fps=fps)
-        landmarks = predict_clip_landmarks(models, audio, reference, fps)
-    if len(landmarks) != total or landmarks.crop_size != size:
-        raise LandmarkTalkError(
-            f"landmarks: {len(landmarks)} frames at {landmarks.crop_size} px; the render needs {total} at {size} px"
-        )
+        # Each output frame is laid onto its scheduled source frame, as if the reference were
+        # source_points[schedule], without making that [total, 68, 2] array.
+        if settings.landmark_chunk_frames < 1:
+            raise LandmarkTalkError(f"landmark chunk of {settings.landmark_chunk_frames} frames: give 1 or more")
+        reference = Landmarks(points=source_points, crop_size=size, fps=fps)
+        windows = _stream_clip_landmarks(models, audio, reference, fps, schedule=schedule,
+                                         window_frames=settings.landmark_chunk_frames)
+    else:
+        if len(landmarks) != total or landmarks.crop_size != size:
+            raise LandmarkTalkError(
+                f"landmarks: {len(landmarks)} frames at {landmarks.crop_size} px; the render needs {total} at {size} px"
+            )
+        windows = iter([landmarks])
+    chunk_landmarks = _take_frames(windows, (min(settings.chunk_frames, total - start)
+                                             for start in range(0, total, settings.chunk_frames)))
 
     # One identity reference for the clip (DiffTalk): the first source frame.
     identity = codec.encode(_to_model_images(align_faces(frames[:1], _select_track(track, np.array([0])), size), device))
@@ -193,7 +239,7 @@ def render_talking_frames(
         source = frames[indices]
         crops = align_faces(source, chunk_track, size)
         pose = encode_pose_latents(codec, _to_model_images(crops, device), source_points[indices])
-        images, points = landmark_inputs(landmarks.points[start:start + len(indices)], size, l2v.config.latent_size)
+        images, points = landmark_inputs(next(chunk_landmarks), size, l2v.config.latent_size)
         latents = render_latents(
             l2v, codec, pose=pose, identity=identity, landmark_images=images, landmark_points=points,
             sampler=settings.sampler, steps=settings.steps, guidance=settings.guidance, noise=noise,
@@ -334,7 +380,7 @@ def render_video(
     translation, roll and scale; see :mod:`pipelines.face.motion`); its length then drives the length modes.
     """
     from .face import track_face
-    from .media import VideoWriter, read_audio
+    from .media import VideoWriter, decode_audio_file
 
     face, audio_path, out = Path(face), Path(audio), Path(out)
     if out.exists() and not overwrite:
@@ -349,8 +395,10 @@ def render_video(
         else:
             frames, fps = _read_face(face, settings.fps)
             track = track_face(frames, fps=fps, crop_size=size, face=settings.face, source=str(face))
-        speech = read_audio(audio_path)
-        speech_16k = read_audio(audio_path, sample_rate=16000, mono=True)
+        # Decoded to files, not arrays: the features read 16 kHz a stretch at a time, the encoder muxes the
+        # original rate straight from disk, so a long speech costs disk rather than memory.
+        speech = decode_audio_file(audio_path, Path(spill) / "speech.f32")
+        speech_16k = decode_audio_file(audio_path, Path(spill) / "speech_16k.f32", sample_rate=16000)
         total = frame_count_for(speech.duration_s, fps)
         logger.info("rendering %d frames at %g fps from %s and %s", total, fps, face.name, audio_path.name)
         with VideoWriter(out, fps=fps, audio=speech, crf=settings.crf, overwrite=overwrite) as writer:

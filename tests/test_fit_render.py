@@ -192,11 +192,13 @@ def test_render_refuses_to_overwrite(fitted, tmp_path):
     assert code == 2 and out.read_bytes() == b"keep me"
 
 
-def test_fit_with_holdout_scores_the_tail_beside_both_baselines(fitted, tmp_path):
+def test_fit_with_holdout_scores_the_tail_beside_both_baselines(fitted, tmp_path, monkeypatch):
     """`fit --holdout` renders the held-out tail three ways and writes every figure (plumbing only)."""
     import json
 
     clip, _, root = fitted
+    default_cache = tmp_path / "default-cache"
+    monkeypatch.setenv("LANDMARKTALK_CACHE", str(default_cache))  # the hold-out must reuse --cache-dir, not this
     models = tmp_path / "models"
     code = cli_main(["fit", str(clip), "--out", str(models), "--steps", "2", "--holdout", "0.2",
                      "--render-steps", "1", "--cache-dir", str(root / "cache")])
@@ -210,6 +212,7 @@ def test_fit_with_holdout_scores_the_tail_beside_both_baselines(fitted, tmp_path
         assert info.frame_count == 10 and info.audio_codec == "aac", name
     side = probe_media(models / "holdout" / "side_by_side.mp4")
     assert side.frame_count == 10 and side.width == 4 * side.height  # truth | ours | still | gt_landmarks
+    assert not default_cache.exists()
 
 
 def test_fit_ladtalk_path_trains_the_sovqae_refiner(fitted, tmp_path):

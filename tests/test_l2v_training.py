@@ -89,7 +89,7 @@ def test_build_training_encodes_with_the_codec_and_records_its_space(tmp_path):
     parser = argparse.ArgumentParser()
     add_task_arguments(parser)
     args = parser.parse_args(["--data", str(cache.root), "--codec", str(codec_path), "--image-size", "32",
-                              "--prediction-type", "epsilon"])
+                              "--prediction-type", "epsilon", "--mouth-warps", "2"])
     model, task, metadata = build_training(args)
     config = model.config
     assert metadata["latent_space"] == config.latent_space and config.latent_space.startswith("face_autoencoder:")
@@ -98,9 +98,12 @@ def test_build_training_encodes_with_the_codec_and_records_its_space(tmp_path):
     assert config.latent_scale == pytest.approx(1 / std) and config.latent_shift == pytest.approx(mean)
     batch = task.sample_batch(torch.Generator().manual_seed(0), 4)
     assert batch["pose"].shape == batch["identity"].shape == (4, 4, 8, 8)
-    # 32 training frames: no reference can be 60 away, so the farthest ones are used.
+    # 32 training frames: no reference can be 60 away, so the farthest ones are used (a warped copy's
+    # distance counts from the frame it was made from; references are never warped copies).
+    assert len(task.train_frames) == 3 * 32 and len(task.frame_of[0]) == 40 + 2 * 32  # 2 warped copies each
     _, target, reference = batch["frames"].T
-    assert ((target - reference).abs() >= torch.maximum(target, 31 - target)).all()
+    target = torch.as_tensor(task.frame_of[0][target.numpy()])
+    assert (reference < 32).all() and ((target - reference).abs() >= torch.maximum(target, 31 - target)).all()
     loss, parts = task.compute_loss(model, batch)
     assert loss.ndim == 0 and torch.isfinite(loss) and "mse" in parts
 

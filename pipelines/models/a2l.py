@@ -17,6 +17,7 @@ audio-driven deviations. With ``mouth_components = K > 0`` the heads predict K c
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -26,7 +27,7 @@ from ..audio.smoothing import TemporalSmoother, TemporalSmootherConfig
 from ..errors import LandmarkTalkError
 from ..types import AudioFeatures, Landmarks
 
-__all__ = ["A2LConfig", "A2L", "predict_landmarks", "to_canonical", "from_canonical", "align_to_reference", "lip_opening"]
+__all__ = ["A2LConfig", "A2L", "predict_landmarks", "stream_landmarks", "to_canonical", "from_canonical", "align_to_reference", "lip_opening"]
 
 _NUM_POINTS = 68
 _EYE_CORNERS = (36, 39, 42, 45)  # corners barely move when blinking, unlike the lids
@@ -251,6 +252,28 @@ def lip_opening(points: np.ndarray) -> np.ndarray:
     return np.mean(gaps, axis=0)
 
 
+def _checked_speaker(speaker: np.ndarray, config: A2LConfig) -> np.ndarray:
+    speaker = np.asarray(speaker, dtype=np.float32).reshape(-1)
+    if speaker.shape != (config.speaker_dim,) or not np.isfinite(speaker).all():
+        raise LandmarkTalkError(f"speaker: expected a finite [{config.speaker_dim}] embedding, got shape {speaker.shape}")
+    return speaker
+
+
+def _mean_start_shape(config: A2LConfig, canonical: np.ndarray, speaker_frames: np.ndarray | None, shape: np.ndarray,
+                      counts: np.ndarray | None = None) -> np.ndarray | None:
+    """A ``mouth_start="mean_shape"`` model's mean shape on ``shape``: of ``speaker_frames``, else of the
+    reference frames ``canonical`` (each counted ``counts`` times when given)."""
+    if config.mouth_start != "mean_shape":
+        return None
+    own = canonical if speaker_frames is None else np.asarray(speaker_frames, dtype=np.float32)
+    if own.ndim != 3 or own.shape[1:] != (_NUM_POINTS, 2) or len(own) == 0:
+        raise LandmarkTalkError(f"speaker_frames: expected landmarks [N, 68, 2] with N ≥ 1, got shape {own.shape}")
+    aligned = align_to_reference(to_canonical(own)[0], shape)
+    if speaker_frames is None and counts is not None:
+        return (np.tensordot(counts, aligned.astype(np.float64), axes=1) / counts.sum()).astype(np.float32)
+    return aligned.mean(axis=0)
+
+
 @torch.no_grad()
 def predict_landmarks(
     model: A2L, features: AudioFeatures, reference: Landmarks, speaker: np.ndarray, *,
@@ -283,17 +306,10 @@ def predict_landmarks(
             f"reference: {num_refs} frames for {num_frames} audio frames; give one frame, or one per audio frame "
             "(map a video onto the audio's length first)"
         )
-    speaker = np.asarray(speaker, dtype=np.float32).reshape(-1)
-    if speaker.shape != (config.speaker_dim,) or not np.isfinite(speaker).all():
-        raise LandmarkTalkError(f"speaker: expected a finite [{config.speaker_dim}] embedding, got shape {speaker.shape}")
+    speaker = _checked_speaker(speaker, config)
     canonical, frames = to_canonical(reference.points)
     shape = np.median(align_to_reference(canonical, canonical[0]), axis=0) if num_refs > 1 else canonical[0]
-    mean_shape = None
-    if config.mouth_start == "mean_shape":
-        own = canonical if speaker_frames is None else np.asarray(speaker_frames, dtype=np.float32)
-        if own.ndim != 3 or own.shape[1:] != (_NUM_POINTS, 2) or len(own) == 0:
-            raise LandmarkTalkError(f"speaker_frames: expected landmarks [N, 68, 2] with N ≥ 1, got shape {own.shape}")
-        mean_shape = align_to_reference(to_canonical(own)[0], shape).mean(axis=0)
+    mean_shape = _mean_start_shape(config, canonical, speaker_frames, shape)
 
     parameter = next(model.parameters())
     device, dtype = parameter.device, parameter.dtype
@@ -318,3 +334,115 @@ def predict_landmarks(
     predicted = np.concatenate(outputs)
     placed = align_to_reference(predicted, reference.points) if num_refs > 1 else from_canonical(predicted, frames[0])
     return Landmarks(points=placed.astype(np.float32), crop_size=reference.crop_size, fps=features.fps)
+
+
+def _weighted_median(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """``np.median(np.repeat(values, counts, axis=0), axis=0)`` without making the repeated array."""
+    total = int(counts.sum())
+    order = np.argsort(values, axis=0, kind="stable")
+    ordered = np.take_along_axis(values, order, axis=0)
+    reached = np.cumsum(counts[order], axis=0)  # how many repeated values lie at or below each ordered one
+
+    def at_rank(rank: int) -> np.ndarray:
+        return np.take_along_axis(ordered, (reached <= rank).sum(axis=0)[None], axis=0)[0]
+
+    low = at_rank((total - 1) // 2)
+    return low if total % 2 else np.mean(np.stack([low, at_rank(total // 2)]), axis=0)
+
+
+@torch.no_grad()
+def stream_landmarks(
+    model: A2L, features: Iterable[AudioFeatures], reference: Landmarks, speaker: np.ndarray, *,
+    schedule: np.ndarray | None = None, speaker_frames: np.ndarray | None = None,
+) -> Iterator[Landmarks]:
+    """:func:`predict_landmarks` for features that come a window at a time (e.g. from
+    :func:`~pipelines.audio.iter_audio_features`): yields landmarks for consecutive frames, equal to the
+    whole-clip result, holding only a window of features and the LSTMs' state.
+
+    ``schedule`` [T] (int) names the reference frame each of the T output frames is laid onto; the result
+    is that of ``predict_landmarks`` with the reference ``reference.points[schedule]``, without making it.
+    Without it ``reference`` holds one frame (a photo) or one per output frame. The temporal smoother looks
+    ``half_window`` frames ahead, so each yield trails the features read by that many frames.
+    """
+    config = model.config
+    points = np.asarray(reference.points)
+    if schedule is None:
+        schedule = None if len(points) == 1 else np.arange(len(points))
+    else:
+        schedule = np.asarray(schedule, dtype=np.int64).reshape(-1)
+        if len(schedule) == 0 or schedule.min() < 0 or schedule.max() >= len(points):
+            raise LandmarkTalkError(
+                f"schedule: indices must lie in 0..{len(points) - 1} (the reference's frames), got "
+                f"{schedule.min() if len(schedule) else 'none'}..{schedule.max() if len(schedule) else ''}"
+            )
+        if len(schedule) == 1:
+            points, schedule = points[schedule], None  # one output frame: predict_landmarks' photo case
+    total = None if schedule is None else len(schedule)
+    speaker = _checked_speaker(speaker, config)
+    canonical, frames = to_canonical(points)
+    if schedule is None:
+        shape, counts = canonical[0], None
+    else:
+        counts = np.bincount(schedule, minlength=len(points))
+        shape = _weighted_median(align_to_reference(canonical, canonical[schedule[0]]), counts)
+    mean_shape = _mean_start_shape(config, canonical, speaker_frames, shape, counts)
+
+    parameter = next(model.parameters())
+    device, dtype = parameter.device, parameter.dtype
+    ref_t = torch.as_tensor(shape, device=device, dtype=dtype)[None]
+    spk_t = torch.as_tensor(speaker, device=device, dtype=dtype)[None]
+    mean_t = None if mean_shape is None else torch.as_tensor(mean_shape, device=device, dtype=dtype)[None]
+    ahead = model.smoother.config.half_window if model.smoother is not None else 0
+    state, done, received = None, 0, 0
+    content, content_start = None, 0  # unsmoothed content of frames content_start..received-1
+
+    def decode_until(stop: int) -> Landmarks:
+        """Landmarks of frames ``done..stop-1``: ``content`` holds frames from ``ahead`` before ``done`` (or the
+        clip's start) to the last received, so the smoother sees what it sees in the whole clip."""
+        nonlocal state, done, content, content_start
+        smoothed = model.smoother(content) if model.smoother is not None else content
+        first = done - content_start
+        landmarks, _, state = model.decode(smoothed[:, first:first + stop - done], ref_t, spk_t, state, mean_shape=mean_t)
+        predicted = landmarks[0].float().cpu().numpy()
+        if schedule is None:
+            placed = from_canonical(predicted, frames[0])
+        else:
+            placed = align_to_reference(predicted, points[schedule[done:stop]])
+        keep = max(stop - ahead, 0)
+        content, content_start, done = content[:, keep - content_start:], keep, stop
+        return Landmarks(points=placed.astype(np.float32), crop_size=reference.crop_size, fps=fps)
+
+    was_training = model.training
+    model.eval()
+    fps = reference.fps
+    try:
+        for window in features:
+            feats = np.asarray(window.features)
+            if window.kind != config.feature_kind:
+                raise LandmarkTalkError(
+                    f"audio features are {window.kind!r}, the A2L model was trained on {config.feature_kind!r}")
+            if feats.ndim != 3 or feats.shape[1:] != (config.feature_window, config.feature_dim):
+                raise LandmarkTalkError(
+                    f"audio features: expected windows [t, {config.feature_window}, {config.feature_dim}], got shape "
+                    f"{feats.shape}; compute them with window={config.feature_window}")
+            if len(feats) == 0:
+                continue
+            fps = window.fps
+            if total is not None and received + len(feats) > total:
+                raise LandmarkTalkError(
+                    f"reference: {total} frames for at least {received + len(feats)} audio frames; give one frame, "
+                    "or one per audio frame")
+            encoded = model.content(torch.as_tensor(feats, device=device, dtype=dtype))[None]
+            content = encoded if content is None else torch.cat([content, encoded], dim=1)
+            received += len(feats)
+            if received - ahead > done:
+                yield decode_until(received - ahead)
+        if received == 0:
+            raise LandmarkTalkError("audio features: no frames; give at least one frame of audio")
+        if total is not None and received != total:
+            raise LandmarkTalkError(
+                f"reference: {total} frames for {received} audio frames; give one frame, or one per audio frame")
+        if received > done:
+            yield decode_until(received)
+    finally:
+        model.train(was_training)

@@ -5,8 +5,11 @@ landmark images and coordinates. Each step draws a target frame and a reference 
 at least ``reference_gap`` frames away (DiffTalk §4.2.3; the farthest available when the clip is
 shorter), noises the target latent with diffusers' ``DDPMScheduler.add_noise`` at a uniform random
 timestep and scores the ε or v prediction by MSE. The landmark condition is dropped with probability
-``condition_dropout`` so sampling can use classifier-free guidance. Validation uses the held-out tail of
-each clip as targets (references from the training part) at fixed timesteps and noise.
+``condition_dropout`` so sampling can use classifier-free guidance. With ``mouth_warps`` > 0 each training
+frame also appears as that many copies whose lips were moved together with their landmarks
+(:mod:`pipelines.train.mouth_warp`), so the model learns to put the lips where the landmarks say rather
+than in the shapes one clip happens to show. Validation uses the held-out tail of each clip as targets
+(references from the training part) at fixed timesteps and noise.
 """
 from __future__ import annotations
 
@@ -47,7 +50,8 @@ class L2VTask:
 
     def __init__(self, caches: list[ClipCache], holdout: float, codec, config: L2VConfig, *,
                  reference_gap: int = 60, condition_dropout: float = 0.1, mouth_weight: float = 3.0,
-                 audio_features: list[np.ndarray] | None = None, encode_chunk: int = 16):
+                 mouth_warps: int = 0, warp_strength: float = 0.1,
+                 audio_features: list[np.ndarray] | None = None, encode_chunk: int = 16, seed: int = 0):
         if not caches:
             raise LandmarkTalkError("--data: no clip caches; give a clip, a folder of clips or a prepared cache")
         if config.image_size % codec.downscale:
@@ -64,12 +68,33 @@ class L2VTask:
                                         beta_schedule=config.beta_schedule, prediction_type=config.prediction_type)
         size, latent = config.image_size, config.image_size // codec.downscale
         self.clips: list[dict[str, torch.Tensor]] = []
+        # Row of a clip's tensors → its frame in the clip (rows past the clip's length are warped copies).
+        self.frame_of: list[np.ndarray] = []
         self.train_frames: list[tuple[int, int]] = []
         self.val_frames: list[tuple[int, int]] = []
         self.train_ranges: list[range] = []
+        rng = np.random.default_rng(seed)
         for index, cache in enumerate(caches):
+            train, val = cache.train_val_frames(holdout)
             points = cache.landmarks() * (size / cache.crop_size)
-            latents, pose = self._encode_clip(codec, cache, points, encode_chunk)
+            crops = cache.crops()
+            latents, pose = self._encode_crops(codec, crops, points, encode_chunk)
+            rows = np.arange(len(crops))
+            if mouth_warps > 0 and len(train):
+                from .mouth_warp import warp_mouths
+
+                originals = np.tile(np.asarray(train), mouth_warps)
+                parts = [(latents, pose, points)]
+                for start in range(0, len(originals), 8 * encode_chunk):  # bounded memory on long clips
+                    which = originals[start:start + 8 * encode_chunk]
+                    warped, warped_points = warp_mouths(_resized_crops(crops[which], size), points[which], rng,
+                                                        warp_strength)
+                    parts.append((*self._encode_crops(codec, warped, warped_points, encode_chunk), warped_points))
+                latents, pose = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+                points = np.concatenate([p[2] for p in parts])
+                rows = np.concatenate([rows, originals])
+            logger.info("l2v: encoded %d frames of %s into %s (%d warped copies)", len(latents), cache.source,
+                        codec.name, len(latents) - len(crops))
             landmark_image, coords = landmark_inputs(points, size, latent)
             # Loss weights at latent resolution: the masked lower face is what the model must invent from
             # the landmarks (the rest is in the pose latent), and it is a small share of the crop, so a
@@ -85,25 +110,24 @@ class L2VTask:
                     )
                 clip["audio"] = feats
             self.clips.append(clip)
-            train, val = cache.train_val_frames(holdout)
+            self.frame_of.append(rows)
             self.train_ranges.append(train)
             self.train_frames += [(index, f) for f in train]
+            self.train_frames += [(index, r) for r in range(len(crops), len(rows))]
             self.val_frames += [(index, f) for f in val]
         if not self.train_frames:
             raise LandmarkTalkError("--data: the caches hold no training frames; lower --holdout or add clips")
         self._validation: list[dict] | None = None
 
-    def _encode_clip(self, codec, cache: ClipCache, points: np.ndarray,
-                     chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(full-frame latents, masked-frame latents) of one clip, encoded ``chunk`` frames at a time, fp16 on CPU."""
-        crops = cache.crops()
+    def _encode_crops(self, codec, crops: np.ndarray, points: np.ndarray,
+                      chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(full-frame latents, masked-frame latents) of crops, encoded ``chunk`` frames at a time, fp16 on CPU."""
         latents, pose = [], []
         for start in range(0, len(crops), chunk):
             part = _resized_crops(crops[start:start + chunk], self.config.image_size)
             images = torch.from_numpy(part).permute(0, 3, 1, 2).float() / 127.5 - 1.0
             latents.append(codec.encode(images).cpu().half())
             pose.append(encode_pose_latents(codec, images, points[start:start + chunk]).half())
-        logger.info("l2v: encoded %d frames of %s into %s", len(crops), cache.source, codec.name)
         return torch.cat(latents), torch.cat(pose)
 
     def latent_statistics(self) -> tuple[float, float]:
@@ -112,10 +136,10 @@ class L2VTask:
                             for i, clip in enumerate(self.clips)])
         return float(values.mean()), float(values.std().clamp_min(1e-6))
 
-    def _reference(self, clip: int, frame: int, u: float) -> int:
-        """A training frame of ``clip`` at least ``reference_gap`` away, else one of the farthest."""
+    def _reference(self, clip: int, row: int, u: float) -> int:
+        """A training frame of ``clip`` at least ``reference_gap`` away from ``row``'s frame, else one of the farthest."""
         frames = np.asarray(self.train_ranges[clip])
-        distance = np.abs(frames - frame)
+        distance = np.abs(frames - self.frame_of[clip][row])
         gap = min(self.reference_gap, int(distance.max()))
         candidates = frames[distance >= gap]
         return int(candidates[min(int(u * len(candidates)), len(candidates) - 1)])
@@ -209,6 +233,11 @@ def add_task_arguments(parser: argparse.ArgumentParser) -> None:
                         help="probability of dropping the landmark condition (for classifier-free guidance)")
     parser.add_argument("--mouth-weight", type=float, default=3.0,
                         help="extra loss weight inside the masked lower face (0 = plain MSE)")
+    parser.add_argument("--mouth-warps", type=int, default=0,
+                        help="warped copies of each training frame with the lips moved along with their landmarks "
+                             "(0 = none; on a 3000-step tiny fit 2 copies made hold-out M-LMD worse: docs/RESULTS.md)")
+    parser.add_argument("--warp-strength", type=float, default=0.1,
+                        help="largest lower-lip move of a warped copy, as a fraction of the mouth width")
     parser.add_argument("--encode-device", default="cpu", help="device for pre-encoding the crops (e.g. cuda)")
 
 
@@ -230,7 +259,8 @@ def build_training(args: argparse.Namespace):
             overrides["prediction_type"] = args.prediction_type
         config = replace(config, **overrides)
     task = L2VTask(caches, args.holdout, codec, config, reference_gap=args.reference_gap,
-                   condition_dropout=args.condition_dropout, mouth_weight=args.mouth_weight)
+                   condition_dropout=args.condition_dropout, mouth_weight=args.mouth_weight,
+                   mouth_warps=args.mouth_warps, warp_strength=args.warp_strength, seed=getattr(args, "seed", 0))
     if not args.init:
         mean, std = task.latent_statistics()
         config = replace(config, latent_shift=mean, latent_scale=1.0 / std)
@@ -239,5 +269,6 @@ def build_training(args: argparse.Namespace):
     task.config = config
     metadata = {"latent_space": codec.name, "trained_on": json.dumps([c.source for c in caches]),
                 "holdout": str(args.holdout), "reference_gap": str(args.reference_gap),
-                "condition_dropout": str(args.condition_dropout)}
+                "condition_dropout": str(args.condition_dropout), "mouth_warps": str(args.mouth_warps),
+                "warp_strength": str(args.warp_strength)}
     return model.train(), task, metadata

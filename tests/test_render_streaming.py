@@ -1,0 +1,269 @@
+"""Streaming render: audio features, A2L landmarks and muxing a window at a time equal the whole-clip results.
+
+The render reads long speech a stretch at a time (memory flat in its length); these tests make that
+streaming exact: feature windows bit for bit, landmarks to float tolerance (the LSTM state carried across
+windows, the temporal smoother given its context on both sides, the reference's identity shape and
+per-frame placement as for the whole clip), and the encoder muxing audio straight from a decoded file.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from pipelines.audio import compute_audio_features
+from pipelines.audio.features import iter_audio_features
+from pipelines.errors import LandmarkTalkError
+from pipelines.media import VideoWriter, decode_audio_file, probe_media, read_audio
+from pipelines.models.a2l import A2L, A2LConfig, predict_landmarks, stream_landmarks
+from pipelines.schedule import source_frame_schedule
+from pipelines.types import Audio, FaceTrack, Landmarks, frame_count_for
+
+FPS = 25.0
+
+
+def _speech(seconds: float, rate: int = 16000, channels: int = 1, seed: int = 0) -> np.ndarray:
+    """[channels, N] syllable-like bursts of harmonics and noise, with silent gaps."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate
+    envelope = np.clip(np.sin(2 * np.pi * 3.1 * t) + 0.4 * np.sin(2 * np.pi * 0.9 * t), 0, None)
+    voice = sum(np.sin(2 * np.pi * f * t) / k for k, f in enumerate((130, 260, 390, 650, 1300), 1))
+    mono = 0.2 * envelope * voice + 0.02 * rng.standard_normal(len(t))
+    return np.stack([mono * (1 - 0.3 * c) for c in range(channels)]).astype(np.float32)
+
+
+def _face(opening: float = 0.0) -> np.ndarray:
+    """A 68-point face in a 64 px crop: jaw, brows, nose, eyes, lips (mouth opened by ``opening``)."""
+    p = np.zeros((68, 2))
+    theta = np.linspace(np.pi, 0, 17)
+    p[0:17] = np.stack([0.45 * np.cos(theta), 0.5 * np.sin(theta)], -1)
+    p[17:27] = np.stack([np.r_[np.linspace(-0.35, -0.1, 5), np.linspace(0.1, 0.35, 5)], np.full(10, -0.3)], -1)
+    p[27:31] = np.stack([np.zeros(4), np.linspace(-0.15, 0.1, 4)], -1)
+    p[31:36] = np.stack([np.linspace(-0.08, 0.08, 5), np.full(5, 0.15)], -1)
+    angles = np.linspace(np.pi, -np.pi, 7)[:-1]
+    p[36:42] = np.stack([-0.2 + 0.08 * np.cos(angles), -0.15 + 0.03 * np.sin(angles)], -1)
+    p[42:48] = np.stack([0.2 + 0.08 * np.cos(angles), -0.15 + 0.03 * np.sin(angles)], -1)
+    outer = np.linspace(np.pi, -np.pi, 13)[:-1]
+    p[48:60] = np.stack([0.15 * np.cos(outer), 0.3 - 0.05 * np.sin(outer)], -1)
+    inner = np.linspace(np.pi, -np.pi, 9)[:-1]
+    p[60:68] = np.stack([0.1 * np.cos(inner), 0.3 - 0.01 * np.sin(inner)], -1)
+    p[[55, 56, 57, 58, 59, 65, 66, 67], 1] += opening
+    return p * 40 + 32
+
+
+def _source_points(count: int, seed: int = 0) -> np.ndarray:
+    """``count`` frames of a moving, talking face (pose and mouth change every frame)."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for t in range(count):
+        angle = 0.08 * np.sin(t / 2)
+        rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+        face = (_face(rng.uniform(0, 0.1)) - 32) @ rot.T * (1 + 0.05 * np.cos(t)) + 32 + rng.normal(0, 1.5, 2)
+        frames.append(face)
+    return np.asarray(frames, np.float32)
+
+
+def _random_a2l(**overrides) -> A2L:
+    """A tiny A2L whose every weight is random (heads included), so its output depends on every input."""
+    torch.manual_seed(0)
+    model = A2L(A2LConfig.preset("tiny", smoother_half_window=3, **overrides))
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.normal_(std=0.15)
+    return model
+
+
+def _speaker(model: A2L) -> np.ndarray:
+    return np.random.default_rng(3).standard_normal(model.config.speaker_dim).astype(np.float32) * 0.3
+
+
+def _streamed(model, audio, reference, window_frames, **kwargs) -> np.ndarray:
+    windows = iter_audio_features(audio, FPS, window=model.config.feature_window, window_frames=window_frames)
+    parts = list(stream_landmarks(model, windows, reference, _speaker(model), **kwargs))
+    assert all(part.crop_size == reference.crop_size and part.fps == FPS for part in parts)
+    return np.concatenate([part.points for part in parts])
+
+
+# ------------------------------------------------------------------------------------------- features
+
+
+@pytest.mark.parametrize("rate, channels, fps, window_frames", [
+    (16000, 1, 25.0, 7), (16000, 2, 29.97, 2), (22050, 2, 30.0, 13), (16000, 1, 24.0, 100_000),
+])
+def test_streamed_feature_windows_equal_the_whole_clip_exactly(rate, channels, fps, window_frames):
+    # 15.3 s: two 10 s log-mel blocks, so windows straddle their seam
+    audio = Audio(_speech(15.3, rate, channels), rate)
+    whole = compute_audio_features(audio, fps)
+    windows = list(iter_audio_features(audio, fps, window_frames=window_frames))
+    assert [len(w) for w in windows[:-1]] == [window_frames] * (len(windows) - 1)
+    assert all(w.fps == fps and w.kind == "logmel80" for w in windows)
+    np.testing.assert_array_equal(np.concatenate([w.features for w in windows]), whole.features)
+    # frame counts that run past the audio's end (padded with silence; at twice its length whole windows
+    # lie past it) or stop short of it
+    for frames in (len(whole) + 9, 2 * len(whole), len(whole) - 4):
+        expected = compute_audio_features(audio, fps, num_frames=frames).features
+        streamed = np.concatenate([w.features for w in iter_audio_features(audio, fps, num_frames=frames,
+                                                                           window_frames=window_frames)])
+        np.testing.assert_array_equal(streamed, expected)
+
+
+def test_features_read_from_a_decoded_file_equal_those_of_the_samples(tmp_path):
+    source = tmp_path / "speech.wav"
+    sf.write(source, _speech(12.5, 44100, 2).T, 44100, subtype="FLOAT")
+    decoded = decode_audio_file(source, tmp_path / "speech_16k.f32", sample_rate=16000)
+    in_memory = read_audio(source, sample_rate=16000)
+    assert (decoded.sample_rate, decoded.channels, decoded.num_samples) == (16000, 2, in_memory.samples.shape[1])
+    np.testing.assert_array_equal(decoded.read(0, decoded.num_samples), in_memory.samples)
+    np.testing.assert_array_equal(decoded.read(1000, 1234), in_memory.samples[:, 1000:1234])
+    whole = compute_audio_features(read_audio(source, sample_rate=16000, mono=True), FPS)
+    streamed = np.concatenate([w.features for w in iter_audio_features(decoded, FPS, window_frames=11)])
+    np.testing.assert_array_equal(streamed, whole.features)
+
+
+def test_a_file_with_bad_or_no_audio_is_refused_and_nothing_left(tmp_path):
+    samples = _speech(1.0)[0]
+    samples[8000] = np.nan
+    source = tmp_path / "nan.wav"
+    sf.write(source, samples, 16000, subtype="FLOAT")
+    with pytest.raises(LandmarkTalkError, match=r"NaN or infinite samples \(first at 0.500 s\)"):
+        decode_audio_file(source, tmp_path / "nan.f32")
+    assert not (tmp_path / "nan.f32").exists()
+    silent = tmp_path / "silent.mp4"
+    with VideoWriter(silent, fps=FPS, preset="ultrafast") as writer:
+        writer.write(np.zeros((3, 16, 16, 3), np.uint8))
+    with pytest.raises(LandmarkTalkError, match="has no audio stream"):
+        decode_audio_file(silent, tmp_path / "silent.f32")
+    assert not (tmp_path / "silent.f32").exists()
+
+
+# ------------------------------------------------------------------------------------------ landmarks
+
+
+@pytest.mark.parametrize("mouth_start", ["reference", "mean_shape"])
+@pytest.mark.parametrize("window_frames", [1, 2, 7, 1000])
+def test_streamed_landmarks_equal_the_whole_clip(mouth_start, window_frames):
+    model = _random_a2l(mouth_start=mouth_start)
+    audio = Audio(_speech(4.0), 16000)
+    features = compute_audio_features(audio, FPS)
+    total = len(features)
+    points = _source_points(9)
+    # a photo: every frame in its pose
+    photo = Landmarks(points[:1], crop_size=64, fps=FPS)
+    expected = predict_landmarks(model, features, photo, _speaker(model)).points
+    np.testing.assert_allclose(_streamed(model, audio, photo, window_frames), expected, atol=1e-4)
+    # a video played ping-pong over the audio: each frame on its own scheduled source frame, the identity
+    # shape the median over all scheduled frames (source frames counted as often as they play)
+    schedule = source_frame_schedule(len(points), total, "pingpong")
+    video = Landmarks(points, crop_size=64, fps=FPS)
+    expected = predict_landmarks(model, features, Landmarks(points[schedule], 64, FPS), _speaker(model)).points
+    np.testing.assert_allclose(_streamed(model, audio, video, window_frames, schedule=schedule), expected, atol=1e-4)
+    # one reference per output frame, without a schedule
+    per_frame = Landmarks(_source_points(total, seed=1), crop_size=64, fps=FPS)
+    expected = predict_landmarks(model, features, per_frame, _speaker(model)).points
+    np.testing.assert_allclose(_streamed(model, audio, per_frame, window_frames), expected, atol=1e-4)
+
+
+def test_windows_predicted_on_their_own_would_differ():
+    # The comparison above can fail: cutting the clip into independent windows (no carried LSTM state, no
+    # smoother context across the cut) moves the landmarks by far more than its tolerance.
+    model = _random_a2l()
+    features = compute_audio_features(Audio(_speech(2.0), 16000), FPS)
+    photo = Landmarks(_source_points(1), crop_size=64, fps=FPS)
+    whole = predict_landmarks(model, features, photo, _speaker(model)).points
+    cut = np.concatenate([
+        predict_landmarks(model, replace(features, features=features.features[i:i + 7]), photo, _speaker(model)).points
+        for i in range(0, len(features), 7)
+    ])
+    assert np.abs(cut - whole).max() > 1e-2
+
+
+def test_streamed_landmarks_check_their_inputs():
+    model = _random_a2l()
+    audio = Audio(_speech(1.0), 16000)
+    points = _source_points(4)
+    video = Landmarks(points, crop_size=64, fps=FPS)
+    with pytest.raises(LandmarkTalkError, match="reference: 30 frames for 25 audio frames"):
+        list(stream_landmarks(model, iter_audio_features(audio, FPS, window_frames=7), video, _speaker(model),
+                              schedule=np.zeros(30, np.int64)))
+    with pytest.raises(LandmarkTalkError, match="schedule: indices must lie in 0..3"):
+        list(stream_landmarks(model, iter_audio_features(audio, FPS), video, _speaker(model), schedule=np.arange(25)))
+    with pytest.raises(LandmarkTalkError, match=r"speaker: expected a finite \[256\]"):
+        list(stream_landmarks(model, iter_audio_features(audio, FPS), Landmarks(points[:1], 64, FPS),
+                              _speaker(model)[:5]))
+
+
+# ------------------------------------------------------------------------------------------- render
+
+
+def _synthetic_track(points: np.ndarray) -> FaceTrack:
+    count = len(points)
+    return FaceTrack(landmarks=points, confidence=np.ones(count, np.float32),
+                     transforms=np.tile(np.eye(2, 3, dtype=np.float32), (count, 1, 1)), crop_size=64,
+                     frame_size=(64, 64), fps=FPS, filled=np.zeros(count, bool))
+
+
+@pytest.fixture(scope="module")
+def tiny_models():
+    from pipelines.latents import face_autoencoder_codec
+    from pipelines.models.face_autoencoder import FaceAutoencoder, FaceAutoencoderConfig
+    from pipelines.models.l2v import L2VConfig, L2VDenoiser
+    from pipelines.render import TalkingHeadModels
+
+    torch.manual_seed(0)
+    autoencoder = FaceAutoencoder(FaceAutoencoderConfig(image_size=32, block_channels=(8, 8, 8), norm_groups=4))
+    codec = face_autoencoder_codec(autoencoder)
+    l2v = L2VDenoiser(L2VConfig(image_size=32, latent_space=codec.name, block_channels=(16, 32), embed_dim=32,
+                                landmark_tokens=4, landmark_hidden=32))
+    a2l = _random_a2l(speaker_method="logmel")
+    return TalkingHeadModels(a2l=a2l.eval(), l2v=l2v.eval(), codec=codec, speaker=_speaker(a2l))
+
+
+@pytest.mark.parametrize("sources", [1, 6])
+def test_render_feeds_l2v_the_whole_clip_landmarks(tiny_models, sources, monkeypatch):
+    """The render's landmarks, streamed 7 frames of audio at a time and cut into 5-frame chunks, are those of
+    one whole-clip prediction on the scheduled source frames."""
+    import pipelines.models.l2v as l2v_module
+    from pipelines.face import crop_landmarks
+    from pipelines.render import RenderSettings, render_talking_frames
+
+    audio = Audio(_speech(2.2), 16000)
+    points = _source_points(sources)
+    frames = np.random.default_rng(0).integers(0, 255, (sources, 64, 64, 3), dtype=np.uint8)
+    track = _synthetic_track(points)
+    seen = []
+    original = l2v_module.landmark_inputs
+    monkeypatch.setattr(l2v_module, "landmark_inputs", lambda p, *a, **k: (seen.append(p), original(p, *a, **k))[1])
+    settings = RenderSettings(steps=1, chunk_frames=5, landmark_chunk_frames=7)
+    video = np.concatenate(list(render_talking_frames(tiny_models, frames, track, audio, FPS, settings)))
+    total = frame_count_for(audio.duration_s, FPS)
+    assert len(video) == total == 55
+    schedule = source_frame_schedule(sources, total, "pingpong")
+    size = tiny_models.l2v.config.image_size
+    reference = Landmarks(crop_landmarks(track, size).points[schedule], crop_size=size, fps=FPS)
+    features = compute_audio_features(audio, FPS)
+    expected = predict_landmarks(tiny_models.a2l, features, reference, tiny_models.speaker).points
+    assert [len(p) for p in seen] == [5] * 11
+    np.testing.assert_allclose(np.concatenate(seen), expected, atol=1e-4)
+
+
+# --------------------------------------------------------------------------------------------- muxing
+
+
+def test_video_writer_muxes_a_decoded_file_to_the_audio_length(tmp_path):
+    source = tmp_path / "speech.wav"
+    sf.write(source, _speech(1.3, 22050, 2).T, 22050, subtype="PCM_16")
+    decoded = decode_audio_file(source, tmp_path / "speech.f32")
+    out = tmp_path / "out.mp4"
+    with VideoWriter(out, fps=FPS, audio=decoded, preset="ultrafast") as writer:
+        writer.write(np.zeros((10, 32, 32, 3), np.uint8))  # fewer frames than the audio: the last one repeats
+        assert not out.exists()  # written to a temporary file until closed
+    info = probe_media(out)
+    assert info.frame_count == frame_count_for(1.3, FPS) == 33
+    assert info.audio_codec == "aac" and info.audio_channels == 2
+    assert abs(info.audio_duration_s - 1.3) < 0.03
+    assert decoded.path.is_file()  # the writer reads the file, it does not own it
+    with pytest.raises(LandmarkTalkError, match="missing or empty"):
+        VideoWriter(tmp_path / "x.mp4", fps=FPS, audio=replace(decoded, path=tmp_path / "gone.f32"))
