@@ -35,6 +35,11 @@ def _pool_codec():
                           lambda z: F.interpolate(z, scale_factor=4, mode="bilinear"), channels=3, downscale=4)
 
 
+def _tiny_config(codec) -> L2VConfig:
+    return L2VConfig(image_size=64, downscale=4, latent_channels=3, latent_space=codec.name,
+                     block_channels=(16, 32), cross_attention=(False, True))
+
+
 def _mouth_following(model, codec, cache, opening, frames, guidance=1.0) -> float:
     """Correlation between the rendered mouth's darkness and the landmark opening over ``frames``."""
     crops, points = cache.crops(), cache.landmarks()
@@ -51,8 +56,7 @@ def _mouth_following(model, codec, cache, opening, frames, guidance=1.0) -> floa
 def test_tiny_l2v_learns_to_follow_the_landmarks(tmp_path):
     cache, opening = write_synthetic_face_cache(tmp_path / "cache", num_frames=160, size=64)
     codec = _pool_codec()
-    config = L2VConfig(image_size=64, downscale=4, latent_channels=3, latent_space=codec.name,
-                       block_channels=(16, 32), cross_attention=(False, True))
+    config = _tiny_config(codec)
     task = L2VTask([cache], 0.2, codec, config, condition_dropout=0.1)
     mean, std = task.latent_statistics()
     config = replace(config, latent_shift=mean, latent_scale=1.0 / std)
@@ -111,8 +115,7 @@ def test_build_training_encodes_with_the_codec_and_records_its_space(tmp_path):
 def test_loss_weights_favour_the_masked_lower_face(tmp_path):
     cache, _ = write_synthetic_face_cache(tmp_path / "cache", num_frames=40, size=64)
     codec = _pool_codec()
-    config = L2VConfig(image_size=64, downscale=4, latent_channels=3, latent_space=codec.name,
-                       block_channels=(16, 32), cross_attention=(False, True))
+    config = _tiny_config(codec)
     weighted = L2VTask([cache], 0.2, codec, config, mouth_weight=3.0)
     batch = weighted.sample_batch(torch.Generator().manual_seed(0), 4)
     weight = batch["loss_weight"].float()
