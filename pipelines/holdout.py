@@ -51,6 +51,23 @@ def _side_by_side(videos: list[np.ndarray], height: int) -> np.ndarray:
     return np.concatenate(tiles, axis=2)
 
 
+def _check_refiner_holdout(refiner: Path, record: dict) -> None:
+    """A refiner fitted on the held-out tail would score frames it has memorised: refuse it."""
+    from .fit import read_fit_record
+
+    own = read_fit_record(refiner.parent)
+    if own is None:
+        logger.warning("--refiner %s: no fit.json beside it; make sure it was not trained on the held-out tail", refiner)
+        return
+    same_clip = Path(own.get("clip", "")).resolve() == Path(record["clip"]).resolve()
+    if same_clip and float(own.get("holdout") or 0.0) < float(record["holdout"]):
+        raise LandmarkTalkError(
+            f"--refiner {refiner}: fitted with --holdout {own.get('holdout') or 0}, so it has seen part of the "
+            f"{record['holdout']} tail being scored; fit it with `fit {record['clip']} --path ladtalk "
+            f"--holdout {record['holdout']}`"
+        )
+
+
 def evaluate_holdout(
     models_dir: str | os.PathLike,
     *,
@@ -58,11 +75,14 @@ def evaluate_holdout(
     seed: int = 0,
     out_dir: str | os.PathLike | None = None,
     cache_dir: str | os.PathLike | None = None,
+    refiner: str | os.PathLike | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> Path:
     """Render and score the held-out tail of the clip a ``fit --holdout`` was run on; returns holdout.json.
 
     ``cache_dir``: where the clip's cache is (default: the one the fit recorded, else the default cache).
+    ``refiner``: a SOVQAE file run over every generated crop of ``ours`` and ``gt_landmarks`` (it must have
+    been fitted with the same hold-out, or it has seen the tail); the figures then go to ``holdout_refined/``.
     """
     from .cache import load_clip_caches
     from .evaluation import evaluate_videos
@@ -75,7 +95,9 @@ def evaluate_holdout(
     if not record or not record.get("holdout"):
         raise LandmarkTalkError(f"{models_dir}: no fit with --holdout recorded; run `fit CLIP --holdout 0.2` first")
     codec = record["codec"] if Path(record["codec"]).is_absolute() else None
-    models = load_talking_head_models(models_dir, codec=codec)
+    if refiner is not None:
+        _check_refiner_holdout(Path(refiner), record)
+    models = load_talking_head_models(models_dir, codec=codec, refiner=refiner)
     size = models.l2v.config.image_size
     clip = Path(record["clip"])
     frames, fps = read_video(clip)
@@ -88,7 +110,7 @@ def evaluate_holdout(
     tail = frames[cut:]
     tail_track = _select_track(track, np.arange(cut, total))
     speech = _tail_audio(read_audio(clip, sample_rate=16000, mono=True), cut, total, fps)
-    out = Path(out_dir) if out_dir else Path(models_dir) / "holdout"
+    out = Path(out_dir) if out_dir else Path(models_dir) / ("holdout_refined" if refiner else "holdout")
     out.mkdir(parents=True, exist_ok=True)
     settings = RenderSettings(steps=steps, seed=seed)
 
@@ -124,7 +146,8 @@ def evaluate_holdout(
         skipped[name] = result.get("skipped", {})
     summary = {"clip": str(clip), "fps": fps, "eval_crop_size": EVAL_CROP_SIZE,
                "holdout_frames": int(total - cut), "train_frames": int(cut),
-               "render_steps": steps, "metrics": figures, "skipped": skipped}
+               "render_steps": steps, "refiner": str(Path(refiner).resolve()) if refiner else None,
+               "metrics": figures, "skipped": skipped}
     path = out / "holdout.json"
     path.write_text(json.dumps(summary, indent=1, default=float))
     for name in _RUNS:

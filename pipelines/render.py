@@ -72,27 +72,34 @@ class TalkingHeadModels:
     """The models one render needs: A2L, the L2V denoiser and the latent codec it was trained in.
 
     ``speaker``: the fitted person's voice embedding (A2L's identity input); None = embed the driving audio.
+    ``refiner``: the person's SOVQAE (``fit --path ladtalk``), run over every decoded face crop before
+    paste-back to restore the detail the codec and the denoiser smooth away; None = paste the decoded crops.
     """
 
     a2l: torch.nn.Module
     l2v: torch.nn.Module
     codec: object
     speaker: np.ndarray | None = None
+    refiner: torch.nn.Module | None = None
 
     def to(self, device: str | torch.device) -> "TalkingHeadModels":
         self.a2l.to(device)
         self.l2v.to(device)
         self.codec.to(device)
+        if self.refiner is not None:
+            self.refiner.to(device)
         return self
 
 
 def load_talking_head_models(
-    models_dir: str | os.PathLike, *, codec: str | os.PathLike | None = None, device: str = "cpu"
+    models_dir: str | os.PathLike, *, codec: str | os.PathLike | None = None,
+    refiner: str | os.PathLike | None = None, device: str = "cpu",
 ) -> TalkingHeadModels:
     """Load ``a2l.safetensors``, ``l2v.safetensors`` and the codec from a folder written by ``fit``.
 
     ``codec``: a face autoencoder file or a TAEF2 folder, when the L2V model was fitted in a latent space
-    other than the folder's own ``face_autoencoder.safetensors``.
+    other than the folder's own ``face_autoencoder.safetensors``. ``refiner``: a SOVQAE file (written by
+    ``fit CLIP --path ladtalk``) to refine every generated crop.
     """
     from .checkpoint import load_checkpoint
     from .latents import load_latent_codec
@@ -112,7 +119,16 @@ def load_talking_head_models(
     l2v = load_l2v(folder / MODEL_FILES["l2v"], latent_codec, device=device)
     a2l = load_checkpoint(folder / MODEL_FILES["a2l"], "a2l", device=device)
     speaker = np.load(folder / SPEAKER_FILE) if (folder / SPEAKER_FILE).is_file() else None
-    return TalkingHeadModels(a2l=a2l, l2v=l2v, codec=latent_codec, speaker=speaker)
+    sovqae = None
+    if refiner is not None:
+        refiner = Path(refiner)
+        if not refiner.is_file():
+            raise FileNotFoundError(
+                f"--refiner {refiner}: no such file; it belongs in {refiner.parent}/ "
+                f"(train one with `python -m pipelines fit CLIP --path ladtalk --out {refiner.parent}`)"
+            )
+        sovqae = load_checkpoint(refiner, "sovqae", device=device)
+    return TalkingHeadModels(a2l=a2l, l2v=l2v, codec=latent_codec, speaker=speaker, refiner=sovqae)
 
 
 def _select_track(track: FaceTrack, indices: np.ndarray) -> FaceTrack:
@@ -191,6 +207,7 @@ def render_talking_frames(
     """
     from .face import align_faces, crop_landmarks, paste_faces
     from .models.l2v import encode_pose_latents, landmark_inputs, render_latents
+    from .refine import refine_frames
 
     if settings.paste_region not in ("lower", "face"):
         raise LandmarkTalkError(f"paste region {settings.paste_region!r}: choose 'lower' or 'face'")
@@ -247,6 +264,9 @@ def render_talking_frames(
         )
         previous = latents[-1:]
         generated = codec.decode_frames(latents)
+        if models.refiner is not None:
+            # float32: the refiner is small, and a bf16 pass would blunt the very detail it restores.
+            generated = refine_frames(models.refiner, generated, batch_size=max(1, len(generated)), device=device)
         yield paste_faces(source, generated, chunk_track, region=settings.paste_region)
         done += len(indices)
         if progress is not None:

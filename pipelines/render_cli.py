@@ -44,7 +44,8 @@ def _run_fit(args: argparse.Namespace) -> int:
     if args.holdout > 0 and args.path == "l2v":
         from .holdout import evaluate_holdout
 
-        report = evaluate_holdout(args.out, steps=args.render_steps, progress=_bar("holdout render", "frame"))
+        report = evaluate_holdout(args.out, steps=args.render_steps, refiner=args.refiner,
+                                  progress=_bar("holdout render", "frame"))
         logger.info("hold-out figures written to %s", report)
     return 0
 
@@ -78,6 +79,9 @@ def add_fit_command(subparsers) -> None:
                         help="use this latent codec (face autoencoder file or TAEF2 folder) instead of training one")
     parser.add_argument("--steps", type=int, default=None, help="override every model's training steps")
     parser.add_argument("--render-steps", type=int, default=20, help="sampler steps for the hold-out render")
+    parser.add_argument("--refiner", default=None,
+                        help="hold-out: refine every generated crop with this SOVQAE file (from `fit CLIP --path "
+                             "ladtalk --holdout` with the same hold-out); figures go to OUT/holdout_refined/")
     parser.add_argument("--cache-dir", default=None, help="where the clip is prepared (default $LANDMARKTALK_CACHE)")
     parser.add_argument("--seed", type=int, default=0, help="random seed")
     parser.set_defaults(func=_run_fit)
@@ -89,6 +93,8 @@ def _run_render(args: argparse.Namespace) -> int:
     if args.path == "dae":
         from .dae import render_dae_video
 
+        if args.refiner:
+            raise LandmarkTalkError("--refiner: SOVQAE refines L2V renders; drop it with --path dae")
         out = render_dae_video(args.face, args.audio, args.models, args.out, pose=args.pose, steps=args.steps,
                                chunk_frames=args.chunk_frames, length_mode=args.length_mode, device=args.device,
                                overwrite=args.overwrite, progress=_bar("render", "frame"))
@@ -100,7 +106,7 @@ def _run_render(args: argparse.Namespace) -> int:
 
     record = read_fit_record(args.models) or {}
     codec = args.codec or (record["codec"] if record.get("codec") and Path(record["codec"]).is_absolute() else None)
-    models = load_talking_head_models(args.models, codec=codec, device=args.device)
+    models = load_talking_head_models(args.models, codec=codec, refiner=args.refiner, device=args.device)
     settings = RenderSettings(
         steps=args.steps, sampler=args.sampler, guidance=args.guidance, seed=args.seed,
         chunk_frames=args.chunk_frames, length_mode=args.length_mode, progressive=args.progressive,
@@ -124,6 +130,9 @@ def add_render_command(subparsers) -> None:
     parser.add_argument("--models", required=True, help="folder written by `fit` (a2l, l2v, face_autoencoder)")
     parser.add_argument("--out", required=True, help="output .mp4 (never overwritten unless --overwrite)")
     parser.add_argument("--codec", default=None, help="latent codec, when the L2V model was fitted with --codec")
+    parser.add_argument("--refiner", default=None,
+                        help="the person's SOVQAE file (`fit CLIP --path ladtalk`): restores detail in every "
+                             "generated face crop before paste-back")
     parser.add_argument("--steps", type=int, default=20, help="sampler steps (default %(default)s)")
     parser.add_argument("--sampler", default="dpmpp_2m", help="dpmpp_2m, ddim or euler (default %(default)s)")
     parser.add_argument("--guidance", type=float, default=1.0, help="guidance on the landmark condition; 1 = off")

@@ -215,6 +215,28 @@ def test_fit_with_holdout_scores_the_tail_beside_both_baselines(fitted, tmp_path
     assert not default_cache.exists()
 
 
+def test_holdout_with_a_refiner_scores_refined_renders_and_refuses_a_leaky_one(fitted, tmp_path):
+    """`fit --holdout --refiner SOVQAE` refines every generated crop (figures in holdout_refined/), and refuses a
+    SOVQAE fitted without that hold-out: it would have trained on the frames being scored."""
+    import json
+
+    clip, _, root = fitted
+    cache = ["--cache-dir", str(root / "cache")]
+    models, sharp, leaky = tmp_path / "models", tmp_path / "sovqae", tmp_path / "leaky"
+    for folder, holdout in ((sharp, "0.2"), (leaky, "0")):
+        assert cli_main(["fit", str(clip), "--path", "ladtalk", "--out", str(folder), "--steps", "1",
+                         "--holdout", holdout, *cache]) == 0
+    fit_l2v = ["fit", str(clip), "--out", str(models), "--steps", "2", "--holdout", "0.2", "--render-steps", "1", *cache]
+    assert cli_main(fit_l2v + ["--refiner", str(leaky / "sovqae.safetensors")]) == 2
+    assert not (models / "holdout_refined").exists()
+    assert cli_main(fit_l2v + ["--refiner", str(models / "a2l.safetensors")]) == 2  # not a SOVQAE
+    assert cli_main(fit_l2v + ["--refiner", str(sharp / "sovqae.safetensors")]) == 0
+    report = json.loads((models / "holdout_refined" / "holdout.json").read_text())
+    assert report["refiner"] == str((sharp / "sovqae.safetensors").resolve())
+    assert set(report["metrics"]) == {"ours", "still", "gt_landmarks"} and report["holdout_frames"] == 10
+    assert probe_media(models / "holdout_refined" / "ours.mp4").frame_count == 10
+
+
 def test_fit_ladtalk_path_trains_the_sovqae_refiner(fitted, tmp_path):
     import json
 

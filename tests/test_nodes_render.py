@@ -32,6 +32,10 @@ def scratch(tmp_path_factory, shared_data):
     checkpoint.save_checkpoint(l2v, models_dir / "l2v.safetensors", metadata={"latent_space": space})
     a2l = a2l_module.A2L(replace(a2l_module.A2LConfig.preset("tiny"), speaker_method="logmel"))
     checkpoint.save_checkpoint(a2l, models_dir / "a2l.safetensors")
+    sovqae_module = pack_module("pipelines.models.sovqae")
+    sovqae = sovqae_module.SOVQAE(sovqae_module.SOVQAEConfig(image_size=32, block_channels=(16, 32), norm_groups=8,
+                                                             latent_dim=8, codebook_size=32))
+    checkpoint.save_checkpoint(sovqae, models_dir / "sovqae.safetensors")
     shutil.copy(shared_data / "images" / "happy.png", root / "input" / "face.png")
     subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-i", str(shared_data / "audio" / "RD_Radio31_000.wav"), "-t", "0.6",
                     str(root / "input" / "speech.wav")], check=True)
@@ -41,6 +45,7 @@ def scratch(tmp_path_factory, shared_data):
         "a2l": loaders.LandmarkTalkLoadA2L.execute(model_name="a2l.safetensors").result[0],
         "l2v": loaders.LandmarkTalkLoadL2V.execute(model_name="l2v.safetensors").result[0],
         "codec": loaders.LandmarkTalkLoadLatentCodec.execute(model_name="ae.safetensors").result[0],
+        "sovqae": loaders.LandmarkTalkLoadSOVQAE.execute(model_name="sovqae.safetensors").result[0],
     }
 
 
@@ -64,6 +69,21 @@ def test_render_lists_input_files_and_writes_a_talking_video(scratch):
     assert video.get_dimensions() == (256, 256)
     again = _render(scratch).ui.as_dict()["images"][0]["filename"]
     assert again != saved["filename"]  # never overwrites
+
+
+def _saved_frames(scratch, out):
+    saved = out.ui.as_dict()["images"][0]
+    path = scratch["root"] / "output" / saved["subfolder"] / saved["filename"]
+    return pack_module("pipelines.media").read_video(path)[0]
+
+
+def test_render_with_a_sovqae_refines_the_pasted_faces(scratch):
+    plain = _saved_frames(scratch, _render(scratch))
+    refined = _saved_frames(scratch, _render(scratch, sovqae=scratch["sovqae"]))
+    assert refined.shape == plain.shape and len(refined) == round(0.6 * 25)
+    # The random SOVQAE changes the pasted mouth and jaw; the corners of the photo stay the source's.
+    assert abs(refined.astype(int) - plain.astype(int))[:, 150:220, 80:180].mean() > 2
+    assert abs(refined.astype(int) - plain.astype(int))[:, :20, :20].mean() < 1
 
 
 def test_cancelled_render_leaves_no_file(scratch):

@@ -249,6 +249,70 @@ def test_render_feeds_l2v_the_whole_clip_landmarks(tiny_models, sources, monkeyp
     np.testing.assert_allclose(np.concatenate(seen), expected, atol=1e-4)
 
 
+class _RecordingRefiner(torch.nn.Module):
+    """A SOVQAE stand-in: records how many crops each call refines and returns them unchanged or filled."""
+
+    def __init__(self, fill: float | None):
+        super().__init__()
+        from pipelines.models.sovqae import SOVQAEConfig
+
+        self.config = SOVQAEConfig(image_size=32, block_channels=(16, 32), norm_groups=8, latent_dim=8,
+                                   codebook_size=32)
+        self.fill = fill
+        self.calls: list[int] = []
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        self.calls.append(len(images))
+        return images if self.fill is None else torch.full_like(images, self.fill)
+
+
+def test_refiner_runs_on_every_generated_crop_before_paste_back(tiny_models):
+    from pipelines.render import RenderSettings, render_talking_frames
+
+    audio = Audio(_speech(0.9), 16000)
+    points = _source_points(3)
+    frames = np.random.default_rng(1).integers(0, 255, (3, 64, 64, 3), dtype=np.uint8)
+    track = _synthetic_track(points)
+    settings = RenderSettings(steps=1, chunk_frames=4, paste_region="face")
+
+    def render(refiner):
+        models = replace(tiny_models, refiner=refiner)
+        return np.concatenate(list(render_talking_frames(models, frames, track, audio, FPS, settings)))
+
+    plain = render(None)
+    identity = _RecordingRefiner(fill=None)
+    # A refiner that changes nothing leaves the render exactly as it was: it sees the decoded crops, uint8 in and out.
+    np.testing.assert_array_equal(render(identity), plain)
+    total = frame_count_for(audio.duration_s, FPS)
+    assert identity.calls == [4] * (total // 4) + ([total % 4] if total % 4 else [])
+    # What the refiner returns is what is pasted: a flat refiner flattens the pasted face (paste-back
+    # matches its colour to the frame, so the tone moves) and leaves the corners alone.
+    flat = render(_RecordingRefiner(fill=0.0))
+    centre = flat[:, 24:40, 24:40].astype(np.float32)
+    assert centre.std(axis=(1, 2)).max() < 2 and plain[:, 24:40, 24:40].std(axis=(1, 2)).min() > 10
+    np.testing.assert_array_equal(flat[:, :2, :2], plain[:, :2, :2])
+
+
+def test_load_talking_head_models_checks_the_refiner_file(tiny_models, tmp_path):
+    from pipelines.checkpoint import save_checkpoint
+    from pipelines.models.sovqae import SOVQAE
+    from pipelines.render import load_talking_head_models
+
+    save_checkpoint(tiny_models.a2l, tmp_path / "a2l.safetensors")
+    save_checkpoint(tiny_models.l2v, tmp_path / "l2v.safetensors")
+    save_checkpoint(tiny_models.codec.module, tmp_path / "face_autoencoder.safetensors")
+    assert load_talking_head_models(tmp_path).refiner is None
+    sovqae_dir = tmp_path / "sovqae"
+    sovqae_dir.mkdir()
+    save_checkpoint(SOVQAE(_RecordingRefiner(None).config), sovqae_dir / "sovqae.safetensors")
+    loaded = load_talking_head_models(tmp_path, refiner=sovqae_dir / "sovqae.safetensors")
+    assert isinstance(loaded.refiner, SOVQAE) and not loaded.refiner.training
+    with pytest.raises(FileNotFoundError, match=r"missing\.safetensors.*belongs in .*sovqae"):
+        load_talking_head_models(tmp_path, refiner=sovqae_dir / "missing.safetensors")
+    with pytest.raises(LandmarkTalkError, match="holds a 'a2l' model, expected 'sovqae'"):
+        load_talking_head_models(tmp_path, refiner=tmp_path / "a2l.safetensors")
+
+
 # --------------------------------------------------------------------------------------------- muxing
 
 
