@@ -1,10 +1,12 @@
 """Mouth-only side-by-side stills of a hold-out run, for docs/ (the lips, not the person).
 
     python scripts/mouth_stills.py l2v runs/rd34/holdout --out docs/images/stills_l2v_rd34.png
+    python scripts/mouth_stills.py l2v runs/rd34/holdout --refined runs/rd34/holdout_refined --out X.png
     python scripts/mouth_stills.py sovqae CLIP --sovqae runs/sovqae/model.safetensors --cache-dir DIR --out X.png
 
 ``l2v``: reads ``truth.mp4`` and the renders of a ``fit --holdout`` run (``ours``, ``gt_landmarks``,
-``still``), finds the mouth in the truth's frames, and cuts the same box from every video at a few frames.
+``still``), finds the mouth in the truth's frames, and cuts the same box from every video at a few frames;
+``--refined`` adds the ``ours`` render of a ``fit --holdout --refiner`` run (``holdout_refined/``).
 ``sovqae``: the clip's held-out crops, damaged with ``pipelines.refine.wav2lip_like``, refined by the given
 SOVQAE, beside the truth. Each row is one frame, each column one video; only the box around landmarks
 48–67 (plus a margin) is kept, so no face is shown whole.
@@ -54,19 +56,23 @@ def _grid(columns: dict[str, list[np.ndarray]]) -> np.ndarray:
     return np.concatenate([header] + rows, axis=0)
 
 
-def l2v_stills(holdout: Path, frames: list[int]) -> np.ndarray:
+def l2v_stills(holdout: Path, frames: list[int], refined: Path | None = None) -> np.ndarray:
     from pipelines.face import track_face
     from pipelines.media import read_video
 
-    videos = {name: read_video(holdout / f"{name}.mp4")[0] for name in ("truth", "ours", "gt_landmarks", "still")}
+    sources = {"truth": holdout / "truth.mp4", "ours (A2L)": holdout / "ours.mp4"}
+    if refined is not None:
+        sources["ours + SOVQAE"] = refined / "ours.mp4"
+    sources.update({"true landmarks": holdout / "gt_landmarks.mp4", "still": holdout / "still.mp4"})
+    videos = {column: read_video(path)[0] for column, path in sources.items()}
     truth = videos["truth"]
     track = track_face(truth, fps=25.0, crop_size=256)
     height, width = truth.shape[1:3]
-    columns: dict[str, list[np.ndarray]] = {"truth": [], "ours (A2L)": [], "true landmarks": [], "still": []}
+    columns: dict[str, list[np.ndarray]] = {column: [] for column in videos}
     for index in frames:
         box = _mouth_box(track.landmarks[index], width, height)
-        for column, name in zip(columns, videos):
-            columns[column].append(_cell(videos[name][index], box))
+        for column, video in videos.items():
+            columns[column].append(_cell(video[index], box))
     return _grid(columns)
 
 
@@ -104,11 +110,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sovqae", type=Path, help="sovqae: the refiner checkpoint")
     parser.add_argument("--cache-dir", type=Path, default=None, help="sovqae: where the clip cache is")
     parser.add_argument("--holdout", type=float, default=0.2)
+    parser.add_argument("--refined", type=Path, default=None,
+                        help="l2v: a holdout_refined folder (fit --holdout --refiner) to add as a column")
     args = parser.parse_args(argv)
     if args.out.exists():
         raise SystemExit(f"--out {args.out} exists; choose another name")
     if args.kind == "l2v":
-        grid = l2v_stills(args.source, args.frames)
+        grid = l2v_stills(args.source, args.frames, args.refined)
     else:
         if args.sovqae is None:
             raise LandmarkTalkError("sovqae: give --sovqae CHECKPOINT")
