@@ -76,6 +76,7 @@ def evaluate_holdout(
     out_dir: str | os.PathLike | None = None,
     cache_dir: str | os.PathLike | None = None,
     refiner: str | os.PathLike | None = None,
+    seeds: int = 1,
     progress: Callable[[int, int], None] | None = None,
 ) -> Path:
     """Render and score the held-out tail of the clip a ``fit --holdout`` was run on; returns holdout.json.
@@ -83,7 +84,12 @@ def evaluate_holdout(
     ``cache_dir``: where the clip's cache is (default: the one the fit recorded, else the default cache).
     ``refiner``: a SOVQAE file run over every generated crop of ``ours`` and ``gt_landmarks`` (it must have
     been fitted with the same hold-out, or it has seen the tail); the figures then go to ``holdout_refined/``.
+    ``seeds``: render ``ours`` and ``gt_landmarks`` with noise seeds ``seed … seed + seeds - 1`` and report
+    each figure's mean over them (and its standard deviation and per-seed values): every frame of a render
+    shares one noise, so one seed moves a whole clip's figures (docs/RESULTS.md).
     """
+    if seeds < 1:
+        raise LandmarkTalkError(f"--holdout-seeds {seeds}: give 1 or more")
     from .cache import load_clip_caches
     from .evaluation import evaluate_videos
     from .face import align_faces, crop_landmarks, paste_faces
@@ -113,45 +119,79 @@ def evaluate_holdout(
     out = Path(out_dir) if out_dir else Path(models_dir) / ("holdout_refined" if refiner else "holdout")
     out.mkdir(parents=True, exist_ok=True)
     settings = RenderSettings(steps=steps, seed=seed)
-
-    renders: dict[str, np.ndarray] = {}
-    renders["ours"] = np.concatenate(list(render_talking_frames(models, tail, tail_track, speech, fps, settings,
-                                                                progress=progress)))
+    seed_list = [seed + index for index in range(seeds)]
     truth_landmarks = replace(crop_landmarks(tail_track, size), fps=fps)
-    renders["gt_landmarks"] = np.concatenate(list(render_talking_frames(
-        models, tail, tail_track, speech, fps, settings, landmarks=truth_landmarks)))
     first_crop = align_faces(tail[:1], _select_track(tail_track, np.array([0])), size)
-    renders["still"] = paste_faces(tail, np.repeat(first_crop, len(tail), axis=0), tail_track,
-                                   region=settings.paste_region)
+    still = paste_faces(tail, np.repeat(first_crop, len(tail), axis=0), tail_track, region=settings.paste_region)
 
-    paths = {"truth": out / "truth.mp4", **{name: out / f"{name}.mp4" for name in _RUNS}}
-    write_video(paths["truth"], tail, fps=fps, audio=speech, overwrite=True)
-    for name in _RUNS:
-        write_video(paths[name], renders[name], fps=fps, audio=speech, overwrite=True)
-    write_video(out / "side_by_side.mp4", _side_by_side([tail] + [renders[n] for n in _RUNS], 256), fps=fps,
-                audio=speech, overwrite=True)
+    truth_path = out / "truth.mp4"
+    write_video(truth_path, tail, fps=fps, audio=speech, overwrite=True)
+    write_video(out / "still.mp4", still, fps=fps, audio=speech, overwrite=True)
+    # (run, seed) → video; the first seed keeps the plain names (ours.mp4), the others get _seedN.
+    videos: dict[tuple[str, int | None], Path] = {("still", None): out / "still.mp4"}
+    for index, noise_seed in enumerate(seed_list):
+        seeded = replace(settings, seed=noise_seed)
+        suffix = "" if index == 0 else f"_seed{noise_seed}"
 
-    figures, skipped = {}, {}
-    for name in _RUNS:
+        def seed_progress(done: int, total_frames: int, _offset=index * len(tail)) -> None:
+            if progress is not None:
+                progress(_offset + done, len(tail) * len(seed_list))
+
+        ours = np.concatenate(list(render_talking_frames(models, tail, tail_track, speech, fps, seeded,
+                                                         progress=seed_progress)))
+        gt = np.concatenate(list(render_talking_frames(models, tail, tail_track, speech, fps, seeded,
+                                                       landmarks=truth_landmarks)))
+        for name, frames_out in (("ours", ours), ("gt_landmarks", gt)):
+            videos[(name, noise_seed)] = out / f"{name}{suffix}.mp4"
+            write_video(videos[(name, noise_seed)], frames_out, fps=fps, audio=speech, overwrite=True)
+        if index == 0:
+            write_video(out / "side_by_side.mp4", _side_by_side([tail, ours, still, gt], 256), fps=fps,
+                        audio=speech, overwrite=True)
+        del ours, gt
+
+    scored: dict[str, list[dict]] = {name: [] for name in _RUNS}
+    skipped: dict[str, dict] = {name: {} for name in _RUNS}
+    for (name, noise_seed), video in videos.items():
+        label = name if noise_seed in (None, seed_list[0]) else f"{name}_seed{noise_seed}"
         try:
-            result = evaluate_videos(paths[name], paths["truth"], crop_size=EVAL_CROP_SIZE,
-                                     json_path=out / f"{name}.json", label=name)
+            result = evaluate_videos(video, truth_path, crop_size=EVAL_CROP_SIZE,
+                                     json_path=out / f"{label}.json", label=label)
         except LandmarkTalkError as exc:
             # An undertrained render may show no trackable face; score its pixels and say so.
-            logger.warning("%s: %s; scoring pixels only", name, exc)
-            result = evaluate_videos(paths[name], paths["truth"], crop_size=EVAL_CROP_SIZE,
-                                     json_path=out / f"{name}.json", label=name, landmark_fn=None)
-            result.setdefault("skipped", {})["landmarks"] = f"no face could be tracked in the {name} render"
-        figures[name] = result["metrics"]
-        skipped[name] = result.get("skipped", {})
+            logger.warning("%s: %s; scoring pixels only", label, exc)
+            result = evaluate_videos(video, truth_path, crop_size=EVAL_CROP_SIZE,
+                                     json_path=out / f"{label}.json", label=label, landmark_fn=None)
+            result.setdefault("skipped", {})["landmarks"] = f"no face could be tracked in the {label} render"
+        scored[name].append(result["metrics"])
+        skipped[name].update(result.get("skipped", {}))
+    figures = {name: _mean_figures(runs) for name, runs in scored.items()}
     summary = {"clip": str(clip), "fps": fps, "eval_crop_size": EVAL_CROP_SIZE,
                "holdout_frames": int(total - cut), "train_frames": int(cut),
                "render_steps": steps, "refiner": str(Path(refiner).resolve()) if refiner else None,
-               "metrics": figures, "skipped": skipped}
+               "seeds": seed_list, "metrics": figures, "skipped": skipped}
+    if len(seed_list) > 1:
+        summary["metrics_sd"] = {name: _sd_figures(scored[name]) for name in ("ours", "gt_landmarks")}
+        summary["per_seed"] = {name: scored[name] for name in ("ours", "gt_landmarks")}
     path = out / "holdout.json"
     path.write_text(json.dumps(summary, indent=1, default=float))
     for name in _RUNS:
         m = figures[name]
         logger.info("%-13s " + "  ".join(f"{k}={m[k]:.4g}" for k in sorted(m) if isinstance(m[k], (int, float))),
-                    name)
+                    name if len(seed_list) == 1 or name == "still" else f"{name} (mean of {len(seed_list)} seeds)")
     return path
+
+
+def _numeric(runs: list[dict]) -> dict[str, list[float]]:
+    keys = dict.fromkeys(k for run in runs for k, v in run.items() if isinstance(v, (int, float)) and not isinstance(v, bool))
+    return {k: [float(run[k]) for run in runs if isinstance(run.get(k), (int, float))] for k in keys}
+
+
+def _mean_figures(runs: list[dict]) -> dict:
+    """Each numeric figure averaged over the seeds that have it; anything else as the first seed has it."""
+    merged = dict(runs[0])
+    merged.update({k: float(np.mean(values)) for k, values in _numeric(runs).items()})
+    return merged
+
+
+def _sd_figures(runs: list[dict]) -> dict[str, float]:
+    return {k: float(np.std(values, ddof=1)) if len(values) > 1 else 0.0 for k, values in _numeric(runs).items()}

@@ -44,7 +44,7 @@ def _run_fit(args: argparse.Namespace) -> int:
     if args.holdout > 0 and args.path == "l2v":
         from .holdout import evaluate_holdout
 
-        report = evaluate_holdout(args.out, steps=args.render_steps, refiner=args.refiner,
+        report = evaluate_holdout(args.out, steps=args.render_steps, refiner=args.refiner, seeds=args.holdout_seeds,
                                   progress=_bar("holdout render", "frame"))
         logger.info("hold-out figures written to %s", report)
     return 0
@@ -79,6 +79,9 @@ def add_fit_command(subparsers) -> None:
                         help="use this latent codec (face autoencoder file or TAEF2 folder) instead of training one")
     parser.add_argument("--steps", type=int, default=None, help="override every model's training steps")
     parser.add_argument("--render-steps", type=int, default=20, help="sampler steps for the hold-out render")
+    parser.add_argument("--holdout-seeds", type=int, default=1,
+                        help="hold-out: render with this many noise seeds and report each figure's mean and "
+                             "spread (one seed moves a whole clip's figures; default %(default)s)")
     parser.add_argument("--refiner", default=None,
                         help="hold-out: refine every generated crop with this SOVQAE file (from `fit CLIP --path "
                              "ladtalk --holdout` with the same hold-out); figures go to OUT/holdout_refined/")

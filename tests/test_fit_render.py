@@ -201,15 +201,24 @@ def test_fit_with_holdout_scores_the_tail_beside_both_baselines(fitted, tmp_path
     monkeypatch.setenv("LANDMARKTALK_CACHE", str(default_cache))  # the hold-out must reuse --cache-dir, not this
     models = tmp_path / "models"
     code = cli_main(["fit", str(clip), "--out", str(models), "--steps", "2", "--holdout", "0.2",
-                     "--render-steps", "1", "--cache-dir", str(root / "cache")])
+                     "--render-steps", "1", "--holdout-seeds", "2", "--cache-dir", str(root / "cache")])
     assert code == 0
     report = json.loads((models / "holdout" / "holdout.json").read_text())
     assert report["holdout_frames"] == 10 and report["train_frames"] == 40 and report["eval_crop_size"] == 256
-    assert set(report["metrics"]) == {"ours", "still", "gt_landmarks"}
+    assert set(report["metrics"]) == {"ours", "still", "gt_landmarks"} and report["seeds"] == [0, 1]
     for name, metrics in report["metrics"].items():
         assert 0 < metrics["psnr"] < 100 and 0 < metrics["ssim"] <= 1, name
         info = probe_media(models / "holdout" / f"{name}.mp4")
         assert info.frame_count == 10 and info.audio_codec == "aac", name
+    # Two noise seeds: each rendered and scored on its own, the headline figure is their mean.
+    for name in ("ours", "gt_landmarks"):
+        runs = report["per_seed"][name]
+        assert len(runs) == 2 and runs[0]["psnr"] != runs[1]["psnr"], name
+        assert report["metrics"][name]["psnr"] == pytest.approx((runs[0]["psnr"] + runs[1]["psnr"]) / 2), name
+        assert report["metrics_sd"][name]["psnr"] == pytest.approx(abs(runs[0]["psnr"] - runs[1]["psnr"]) / 2 ** 0.5)
+        assert probe_media(models / "holdout" / f"{name}_seed1.mp4").frame_count == 10, name
+        assert json.loads((models / "holdout" / f"{name}_seed1.json").read_text())["metrics"]["psnr"] == runs[1]["psnr"]
+    assert "still" not in report["per_seed"]
     side = probe_media(models / "holdout" / "side_by_side.mp4")
     assert side.frame_count == 10 and side.width == 4 * side.height  # truth | ours | still | gt_landmarks
     assert not default_cache.exists()
