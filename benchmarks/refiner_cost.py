@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from pipelines.checkpoint import save_checkpoint
+    from pipelines.media import probe_media
     from pipelines.models.sovqae import SOVQAE, SOVQAE_PRESETS
     from pipelines.render import RenderSettings, load_talking_head_models, render_video
 
@@ -75,8 +76,6 @@ def main(argv: list[str] | None = None) -> int:
                 if args.device.startswith("cuda"):
                     torch.cuda.synchronize()
                 timings[name].append(time.perf_counter() - start)
-                from pipelines.media import probe_media
-
                 frames = probe_media(out).frame_count
                 out.unlink()
 

@@ -127,8 +127,8 @@ def evaluate_holdout(
     truth_path = out / "truth.mp4"
     write_video(truth_path, tail, fps=fps, audio=speech, overwrite=True)
     write_video(out / "still.mp4", still, fps=fps, audio=speech, overwrite=True)
-    # (run, seed) → video; the first seed keeps the plain names (ours.mp4), the others get _seedN.
-    videos: dict[tuple[str, int | None], Path] = {("still", None): out / "still.mp4"}
+    # (run, file stem): the first seed keeps the plain names (ours.mp4), the others get _seedN.
+    videos: list[tuple[str, str]] = [("still", "still")]
     for index, noise_seed in enumerate(seed_list):
         seeded = replace(settings, seed=noise_seed)
         suffix = "" if index == 0 else f"_seed{noise_seed}"
@@ -142,8 +142,8 @@ def evaluate_holdout(
         gt = np.concatenate(list(render_talking_frames(models, tail, tail_track, speech, fps, seeded,
                                                        landmarks=truth_landmarks)))
         for name, frames_out in (("ours", ours), ("gt_landmarks", gt)):
-            videos[(name, noise_seed)] = out / f"{name}{suffix}.mp4"
-            write_video(videos[(name, noise_seed)], frames_out, fps=fps, audio=speech, overwrite=True)
+            videos.append((name, name + suffix))
+            write_video(out / f"{name}{suffix}.mp4", frames_out, fps=fps, audio=speech, overwrite=True)
         if index == 0:
             write_video(out / "side_by_side.mp4", _side_by_side([tail, ours, still, gt], 256), fps=fps,
                         audio=speech, overwrite=True)
@@ -151,8 +151,8 @@ def evaluate_holdout(
 
     scored: dict[str, list[dict]] = {name: [] for name in _RUNS}
     skipped: dict[str, dict] = {name: {} for name in _RUNS}
-    for (name, noise_seed), video in videos.items():
-        label = name if noise_seed in (None, seed_list[0]) else f"{name}_seed{noise_seed}"
+    for name, label in videos:
+        video = out / f"{label}.mp4"
         try:
             result = evaluate_videos(video, truth_path, crop_size=EVAL_CROP_SIZE,
                                      json_path=out / f"{label}.json", label=label)
