@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT))  # run as a script from anywhere: the pack's root 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from memory_flat import _write_models, _write_speech  # noqa: E402  (one place makes the random models)
+from render_timing import time_render_variants  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,13 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from pipelines.checkpoint import save_checkpoint
-    from pipelines.media import probe_media
     from pipelines.models.sovqae import SOVQAE, SOVQAE_PRESETS
-    from pipelines.render import RenderSettings, load_talking_head_models, render_video
+    from pipelines.render import RenderSettings, load_talking_head_models
 
     torch.set_num_threads(args.threads)
     settings = RenderSettings(steps=args.steps, device=args.device, dtype=args.dtype, crf=30)
-    timings: dict[str, list[float]] = {"plain": [], "refined": []}
     with tempfile.TemporaryDirectory(prefix="lt-refiner-") as tmp:
         folder = Path(tmp)
         models_dir = folder / "models"
@@ -65,21 +64,11 @@ def main(argv: list[str] | None = None) -> int:
             "refined": load_talking_head_models(models_dir, codec=args.codec, refiner=folder / "sovqae.safetensors",
                                                 device=args.device),
         }
-        frames = 0
-        for repeat in range(args.repeats):
-            for name, loaded in models.items():
-                out = folder / f"{name}_{repeat}.mp4"
-                if args.device.startswith("cuda"):
-                    torch.cuda.synchronize()
-                start = time.perf_counter()
-                render_video(args.face, speech, loaded, out, settings)
-                if args.device.startswith("cuda"):
-                    torch.cuda.synchronize()
-                timings[name].append(time.perf_counter() - start)
-                frames = probe_media(out).frame_count
-                out.unlink()
+        variants = {name: (loaded, settings) for name, loaded in models.items()}
+        best = time_render_variants(args.face, {"speech": speech}, variants, folder, repeats=args.repeats,
+                                    device=args.device)
 
-    plain, refined = min(timings["plain"]), min(timings["refined"])
+    (plain, frames), (refined, _) = best["speech", "plain"], best["speech", "refined"]
     print("| render | frames | wall s (best of %d) | ms / frame |\n|---|---:|---:|---:|" % args.repeats)
     for name, seconds in (("plain (baseline)", plain), ("+ SOVQAE refiner", refined)):
         print(f"| {name} | {frames} | {seconds:.1f} | {1000 * seconds / frames:.0f} |")

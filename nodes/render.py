@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from comfy_api.latest import InputImpl, io, ui
 
-from ..pipelines.render import RenderSettings, TalkingHeadModels, render_video
+from ..pipelines.render import SEED_SEARCH_CANDIDATES, RenderSettings, TalkingHeadModels, render_video
 from ..pipelines.sampling import SAMPLERS
 from ..pipelines.schedule import LENGTH_MODES
 from ._convert import NodeProgress, compute_dtype, input_file_path, input_files, models_on_device, output_file_path
@@ -35,6 +35,9 @@ class LandmarkTalkRender(io.ComfyNode):
                                       tooltip="The person's SOVQAE (Load SOVQAE): restores detail in every generated "
                                               "face crop before paste-back; default: paste the decoded crops."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, tooltip="Seed of the noise every frame shares."),
+                io.Int.Input("seed_candidates", default=SEED_SEARCH_CANDIDATES, min=1, max=64,
+                             tooltip="Seed search: the first 32 frames are rendered with this many seeds (seed, seed+1, …) "
+                                     "and the one whose mouth follows the landmarks best renders the video; 1 = off."),
                 io.Int.Input("steps", default=20, min=1, max=200, tooltip="Sampler steps per chunk."),
                 io.Combo.Input("sampler", options=list(SAMPLERS), default="dpmpp_2m", tooltip="Diffusion sampler."),
                 io.Float.Input("guidance", default=1.0, min=1.0, max=10.0, step=0.1,
@@ -55,14 +58,16 @@ class LandmarkTalkRender(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, face, audio, a2l, l2v, codec, speaker=None, sovqae=None, seed=0, steps=20, sampler="dpmpp_2m", guidance=1.0,
+    def execute(cls, face, audio, a2l, l2v, codec, speaker=None, sovqae=None, seed=0,
+                seed_candidates=SEED_SEARCH_CANDIDATES, steps=20, sampler="dpmpp_2m", guidance=1.0,
                 progressive=0.0, chunk_frames=16, length_mode="pingpong", fps=0.0,
                 filename_prefix="video/LandmarkTalk") -> io.NodeOutput:
         face_path, audio_path = input_file_path(face, "face"), input_file_path(audio, "audio")
         device = models_on_device(a2l, l2v, codec.patcher, *([sovqae] if sovqae is not None else []))
         models = TalkingHeadModels(a2l=a2l.model, l2v=l2v.model, codec=codec.codec, speaker=speaker,
                                    refiner=sovqae.model if sovqae is not None else None)
-        settings = RenderSettings(steps=steps, sampler=sampler, guidance=guidance, seed=seed, chunk_frames=chunk_frames,
+        settings = RenderSettings(steps=steps, sampler=sampler, guidance=guidance, seed=seed,
+                                  seed_candidates=seed_candidates, chunk_frames=chunk_frames,
                                   length_mode=length_mode, progressive=progressive, fps=fps or None, device=str(device),
                                   dtype=str(compute_dtype(device)).removeprefix("torch."))
         path, filename, subfolder = output_file_path(filename_prefix, ".mp4")

@@ -11,16 +11,16 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from .errors import LandmarkTalkError
-from .types import Audio
+from .types import Audio, FaceTrack
 
-__all__ = ["evaluate_holdout"]
+__all__ = ["HoldoutTail", "evaluate_holdout", "load_holdout_tail"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +68,37 @@ def _check_refiner_holdout(refiner: Path, record: dict) -> None:
         )
 
 
+@dataclass
+class HoldoutTail:
+    """The held-out tail of a fitted clip: its frames, face track and 16 kHz mono speech."""
+
+    clip: Path
+    fps: float
+    cut: int  # index of the tail's first frame in the clip
+    frames: np.ndarray
+    track: FaceTrack
+    speech: Audio
+
+
+def load_holdout_tail(record: dict, crop_size: int, *, cache_dir: str | os.PathLike | None = None) -> HoldoutTail:
+    """The tail a ``fit --holdout`` (its fit.json ``record``) held out, tracked at ``crop_size``."""
+    from .cache import load_clip_caches
+    from .media import read_audio, read_video
+    from .render import _select_track
+
+    clip = Path(record["clip"])
+    frames, fps = read_video(clip)
+    total = len(frames)
+    cut = total - int(round(total * record["holdout"]))
+    [cache] = load_clip_caches(clip, crop_size=crop_size, cache_dir=cache_dir or record.get("cache_dir"))
+    track = cache.track()
+    if len(track) != total:
+        raise LandmarkTalkError(f"{clip}: the cached track has {len(track)} frames, the video {total}; clear the cache")
+    speech = _tail_audio(read_audio(clip, sample_rate=16000, mono=True), cut, total, fps)
+    return HoldoutTail(clip=clip, fps=fps, cut=cut, frames=frames[cut:],
+                       track=_select_track(track, np.arange(cut, total)), speech=speech)
+
+
 def evaluate_holdout(
     models_dir: str | os.PathLike,
     *,
@@ -77,6 +108,7 @@ def evaluate_holdout(
     cache_dir: str | os.PathLike | None = None,
     refiner: str | os.PathLike | None = None,
     seeds: int = 1,
+    seed_candidates: int = 1,
     progress: Callable[[int, int], None] | None = None,
 ) -> Path:
     """Render and score the held-out tail of the clip a ``fit --holdout`` was run on; returns holdout.json.
@@ -87,14 +119,16 @@ def evaluate_holdout(
     ``seeds``: render ``ours`` and ``gt_landmarks`` with noise seeds ``seed … seed + seeds - 1`` and report
     each figure's mean over them (and its standard deviation and per-seed values): every frame of a render
     shares one noise, so one seed moves a whole clip's figures (docs/RESULTS.md).
+    ``seed_candidates``: the render's seed search (:class:`pipelines.render.RenderSettings`); each of the
+    ``seeds`` runs then searches its own candidates (``seed + i × seed_candidates`` onwards), and the
+    true-landmark render searches with the true landmarks.
     """
     if seeds < 1:
         raise LandmarkTalkError(f"--holdout-seeds {seeds}: give 1 or more")
-    from .cache import load_clip_caches
     from .evaluation import evaluate_videos
     from .face import align_faces, crop_landmarks, paste_faces
     from .fit import read_fit_record
-    from .media import read_audio, read_video, write_video
+    from .media import write_video
     from .render import RenderSettings, _select_track, load_talking_head_models, render_talking_frames
 
     record = read_fit_record(models_dir)
@@ -105,21 +139,13 @@ def evaluate_holdout(
         _check_refiner_holdout(Path(refiner), record)
     models = load_talking_head_models(models_dir, codec=codec, refiner=refiner)
     size = models.l2v.config.image_size
-    clip = Path(record["clip"])
-    frames, fps = read_video(clip)
-    total = len(frames)
-    cut = total - int(round(total * record["holdout"]))
-    [cache] = load_clip_caches(clip, crop_size=size, cache_dir=cache_dir or record.get("cache_dir"))
-    track = cache.track()
-    if len(track) != total:
-        raise LandmarkTalkError(f"{clip}: the cached track has {len(track)} frames, the video {total}; clear the cache")
-    tail = frames[cut:]
-    tail_track = _select_track(track, np.arange(cut, total))
-    speech = _tail_audio(read_audio(clip, sample_rate=16000, mono=True), cut, total, fps)
+    held = load_holdout_tail(record, size, cache_dir=cache_dir)
+    clip, fps, tail, tail_track, speech = held.clip, held.fps, held.frames, held.track, held.speech
+    total, cut = held.cut + len(tail), held.cut
     out = Path(out_dir) if out_dir else Path(models_dir) / ("holdout_refined" if refiner else "holdout")
     out.mkdir(parents=True, exist_ok=True)
-    settings = RenderSettings(steps=steps, seed=seed)
-    seed_list = [seed + index for index in range(seeds)]
+    settings = RenderSettings(steps=steps, seed=seed, seed_candidates=seed_candidates)
+    seed_list = [seed + index * seed_candidates for index in range(seeds)]
     truth_landmarks = replace(crop_landmarks(tail_track, size), fps=fps)
     first_crop = align_faces(tail[:1], _select_track(tail_track, np.array([0])), size)
     still = paste_faces(tail, np.repeat(first_crop, len(tail), axis=0), tail_track, region=settings.paste_region)
@@ -168,7 +194,7 @@ def evaluate_holdout(
     summary = {"clip": str(clip), "fps": fps, "eval_crop_size": EVAL_CROP_SIZE,
                "holdout_frames": int(total - cut), "train_frames": int(cut),
                "render_steps": steps, "refiner": str(Path(refiner).resolve()) if refiner else None,
-               "seeds": seed_list, "metrics": figures, "skipped": skipped}
+               "seeds": seed_list, "seed_candidates": seed_candidates, "metrics": figures, "skipped": skipped}
     if len(seed_list) > 1:
         summary["metrics_sd"] = {name: _sd_figures(scored[name]) for name in ("ours", "gt_landmarks")}
         summary["per_seed"] = {name: scored[name] for name in ("ours", "gt_landmarks")}

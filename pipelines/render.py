@@ -26,12 +26,16 @@ from .types import Audio, FaceTrack, Landmarks, frame_count_for
 if TYPE_CHECKING:
     from .media import AudioFile
 
-__all__ = ["RenderSettings", "TalkingHeadModels", "load_talking_head_models", "render_talking_frames", "render_video"]
+__all__ = ["RenderSettings", "TalkingHeadModels", "load_talking_head_models", "mouth_following_error",
+           "render_talking_frames", "render_video"]
 
 logger = logging.getLogger(__name__)
 
 MODEL_FILES = {"a2l": "a2l.safetensors", "l2v": "l2v.safetensors", "codec": "face_autoencoder.safetensors"}
 SPEAKER_FILE = "speaker.npy"
+# The seed search the CLI and the Render node run by default (RenderSettings' own default, 1, searches
+# nothing): measured in docs/RESULTS.md ("Seed search").
+SEED_SEARCH_CANDIDATES = 4
 _PHOTO_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 
 
@@ -43,6 +47,12 @@ class RenderSettings:
     sampler: str = "dpmpp_2m"
     guidance: float = 1.0
     seed: int = 0
+    # Seed search: the first ``seed_probe_frames`` output frames are rendered with seeds seed … seed +
+    # seed_candidates - 1, and the seed whose re-detected mouth lies closest to the landmarks asked for
+    # renders the clip. One noise is shared by every frame, so the seed moves a whole clip (docs/RESULTS.md);
+    # the search costs (candidates - 1) × probe frames of sampling whatever the clip's length. 1 = off.
+    seed_candidates: int = 1
+    seed_probe_frames: int = 32
     chunk_frames: int = 16
     length_mode: str = "pingpong"
     progressive: float = 0.0
@@ -211,6 +221,9 @@ def render_talking_frames(
 
     if settings.paste_region not in ("lower", "face"):
         raise LandmarkTalkError(f"paste region {settings.paste_region!r}: choose 'lower' or 'face'")
+    if settings.seed_candidates < 1 or settings.seed_probe_frames < 1:
+        raise LandmarkTalkError(f"seed search: {settings.seed_candidates} candidates over {settings.seed_probe_frames} "
+                                "probe frames; give 1 or more of each (1 candidate = no search)")
     if settings.length_mode not in LENGTH_MODES:
         raise LandmarkTalkError(f"length mode {settings.length_mode!r}: choose one of {', '.join(LENGTH_MODES)}")
     total = frame_count_for(audio.duration_s, fps)
@@ -245,32 +258,101 @@ def render_talking_frames(
 
     # One identity reference for the clip (DiffTalk): the first source frame.
     identity = codec.encode(_to_model_images(align_faces(frames[:1], _select_track(track, np.array([0])), size), device))
-    generator = torch.Generator().manual_seed(settings.seed)
     latent_shape = (l2v.config.latent_channels, l2v.config.latent_size, l2v.config.latent_size)
-    noise = torch.randn(latent_shape, generator=generator)  # shared by every frame: steady texture
-    previous = None
-    done = 0
-    for start in range(0, total, settings.chunk_frames):
+
+    def seed_noise(seed: int) -> torch.Tensor:  # shared by every frame: steady texture
+        return torch.randn(latent_shape, generator=torch.Generator().manual_seed(seed))
+
+    def chunk_track(start: int) -> tuple[np.ndarray, FaceTrack]:
         indices = schedule[start:start + settings.chunk_frames]
-        chunk_track = _select_track(track, indices)
-        source = frames[indices]
-        crops = align_faces(source, chunk_track, size)
+        return indices, _select_track(track, indices)
+
+    def sample_chunk(start: int, chunk_points: np.ndarray, noise: torch.Tensor, previous) -> torch.Tensor:
+        indices, part = chunk_track(start)
+        crops = align_faces(frames[indices], part, size)
         pose = encode_pose_latents(codec, _to_model_images(crops, device), source_points[indices])
-        images, points = landmark_inputs(next(chunk_landmarks), size, l2v.config.latent_size)
-        latents = render_latents(
+        images, points = landmark_inputs(chunk_points, size, l2v.config.latent_size)
+        return render_latents(
             l2v, codec, pose=pose, identity=identity, landmark_images=images, landmark_points=points,
             sampler=settings.sampler, steps=settings.steps, guidance=settings.guidance, noise=noise,
             chunk_size=len(indices), progressive=settings.progressive, previous=previous, device=device, dtype=dtype,
         )
-        previous = latents[-1:]
+
+    def paste_chunk(start: int, latents: torch.Tensor) -> np.ndarray:
+        indices, part = chunk_track(start)
         generated = codec.decode_frames(latents)
         if models.refiner is not None:
             # float32: the refiner is small, and a bf16 pass would blunt the very detail it restores.
             generated = refine_frames(models.refiner, generated, batch_size=max(1, len(generated)), device=device)
-        yield paste_faces(source, generated, chunk_track, region=settings.paste_region)
-        done += len(indices)
+        return paste_faces(frames[indices], generated, part, region=settings.paste_region)
+
+    def probe_error(probe_latents: list[torch.Tensor], probe_points: list[np.ndarray], detector) -> float:
+        # Scored on the pasted frames aligned back to crops, as a viewer and the hold-out's M-LMD see the
+        # mouth: the paste-back's blend moves the lip corners and jaw a little.
+        crops = [align_faces(paste_chunk(start, latents), chunk_track(start)[1], size)
+                 for start, latents in zip(starts, probe_latents)]
+        return mouth_following_error(np.concatenate(crops), np.concatenate(probe_points), detector)
+
+    starts = list(range(0, total, settings.chunk_frames))
+    previous, done, seed = None, 0, settings.seed
+    kept: list[torch.Tensor] = []  # the chosen seed's probe latents, pasted again below (not held as frames)
+    if settings.seed_candidates > 1:
+        probe_points = [next(chunk_landmarks)
+                        for _ in starts[:-(-min(settings.seed_probe_frames, total) // settings.chunk_frames)]]
+        seed, kept = _search_seed(sample_chunk, probe_error, seed_noise, starts, probe_points, settings,
+                                  lambda: progress(0, total) if progress is not None else None)
+    noise = seed_noise(seed)
+    for index, start in enumerate(starts):
+        latents = kept[index] if index < len(kept) else sample_chunk(start, next(chunk_landmarks), noise, previous)
+        previous = latents[-1:]
+        chunk = paste_chunk(start, latents)
+        yield chunk
+        done += len(chunk)
         if progress is not None:
             progress(done, total)
+
+
+def mouth_following_error(crops: np.ndarray, landmarks_px: np.ndarray, detector=None) -> float:
+    """Mean distance (crop pixels) of the mouth points (48–67) re-detected in face crops from the landmarks
+    they were rendered with: how closely a render follows its landmark condition.
+
+    ``crops`` uint8 [T, S, S, 3]; ``landmarks_px`` [T, 68, 2] in pixels of those crops. The fit is placed by
+    the landmarks' stable points (brows, eyes, nose), so the mouth asked for does not steer the detection.
+    """
+    import cv2
+
+    from .face.detect import load_landmark_detector
+
+    if len(crops) != len(landmarks_px):
+        raise LandmarkTalkError(f"mouth_following_error: {len(crops)} crops for {len(landmarks_px)} landmark frames")
+    detector = detector or load_landmark_detector("dlib")
+    errors = []
+    for crop, target in zip(crops, np.asarray(landmarks_px, np.float64)):
+        found, _ = detector.fit_landmarks(crop, cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY), previous=target)
+        errors.append(np.linalg.norm(found[48:68] - target[48:68], axis=1).mean())
+    return float(np.mean(errors))
+
+
+def _search_seed(sample_chunk, probe_error, seed_noise, starts, probe_points, settings: RenderSettings, heartbeat):
+    """Sample the probe chunks with each candidate seed; return the best seed and its probe latents."""
+    from .face.detect import load_landmark_detector
+
+    detector = load_landmark_detector("dlib")
+    best = None
+    scores = []
+    for seed in range(settings.seed, settings.seed + settings.seed_candidates):
+        noise, previous, latents = seed_noise(seed), None, []
+        for start, points in zip(starts, probe_points):
+            latents.append(sample_chunk(start, points, noise, previous))
+            previous = latents[-1][-1:]
+        error = probe_error(latents, probe_points, detector)
+        scores.append(f"{seed}: {error:.2f}")
+        if best is None or error < best[0]:
+            best = (error, seed, latents)
+        heartbeat()  # lets a progress callback cancel between candidates
+    logger.info("seed search over %d probe frames: mouth error (crop px) %s; rendering with seed %d",
+                sum(map(len, probe_points)), ", ".join(scores), best[1])
+    return best[1], best[2]
 
 
 def _read_face(path: Path, fps: float | None) -> tuple[np.ndarray, float]:

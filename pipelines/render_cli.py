@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 from .errors import LandmarkTalkError
+from .render import SEED_SEARCH_CANDIDATES
 
 __all__ = ["add_fit_command", "add_render_command"]
 
@@ -45,7 +46,7 @@ def _run_fit(args: argparse.Namespace) -> int:
         from .holdout import evaluate_holdout
 
         report = evaluate_holdout(args.out, steps=args.render_steps, refiner=args.refiner, seeds=args.holdout_seeds,
-                                  progress=_bar("holdout render", "frame"))
+                                  seed_candidates=args.seed_candidates, progress=_bar("holdout render", "frame"))
         logger.info("hold-out figures written to %s", report)
     return 0
 
@@ -82,6 +83,9 @@ def add_fit_command(subparsers) -> None:
     parser.add_argument("--holdout-seeds", type=int, default=1,
                         help="hold-out: render with this many noise seeds and report each figure's mean and "
                              "spread (one seed moves a whole clip's figures; default %(default)s)")
+    parser.add_argument("--seed-candidates", type=int, default=SEED_SEARCH_CANDIDATES,
+                        help="hold-out: the render's seed search (see `render --seed-candidates`; default "
+                             "%(default)s, 1 = off)")
     parser.add_argument("--refiner", default=None,
                         help="hold-out: refine every generated crop with this SOVQAE file (from `fit CLIP --path "
                              "ladtalk --holdout` with the same hold-out); figures go to OUT/holdout_refined/")
@@ -112,6 +116,7 @@ def _run_render(args: argparse.Namespace) -> int:
     models = load_talking_head_models(args.models, codec=codec, refiner=args.refiner, device=args.device)
     settings = RenderSettings(
         steps=args.steps, sampler=args.sampler, guidance=args.guidance, seed=args.seed,
+        seed_candidates=args.seed_candidates, seed_probe_frames=args.seed_probe_frames,
         chunk_frames=args.chunk_frames, length_mode=args.length_mode, progressive=args.progressive,
         face=int(args.face_choice) if args.face_choice.isdigit() else args.face_choice, fps=args.fps,
         crf=args.crf, device=args.device, dtype=args.dtype, paste_region=args.paste_region,
@@ -140,6 +145,11 @@ def add_render_command(subparsers) -> None:
     parser.add_argument("--sampler", default="dpmpp_2m", help="dpmpp_2m, ddim or euler (default %(default)s)")
     parser.add_argument("--guidance", type=float, default=1.0, help="guidance on the landmark condition; 1 = off")
     parser.add_argument("--seed", type=int, default=0, help="noise seed, shared by every frame")
+    parser.add_argument("--seed-candidates", type=int, default=SEED_SEARCH_CANDIDATES,
+                        help="seed search: render the first --seed-probe-frames with seeds SEED … SEED+N-1 and keep "
+                             "the one whose mouth follows the landmarks best (default %(default)s, 1 = off)")
+    parser.add_argument("--seed-probe-frames", type=int, default=32,
+                        help="frames the seed search renders per candidate (default %(default)s)")
     parser.add_argument("--chunk-frames", type=int, default=16, help="frames per chunk (memory vs speed)")
     parser.add_argument("--length-mode", choices=LENGTH_MODES, default="pingpong",
                         help="when the audio is longer than the face video: play it back and forth, or loop")

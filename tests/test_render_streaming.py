@@ -313,6 +313,63 @@ def test_load_talking_head_models_checks_the_refiner_file(tiny_models, tmp_path)
         load_talking_head_models(tmp_path, refiner=tmp_path / "a2l.safetensors")
 
 
+def test_seed_search_renders_the_clip_with_the_seed_whose_mouth_follows_best(tiny_models, monkeypatch):
+    """Each candidate renders the probe (rounded up to whole chunks); the lowest mouth error's seed renders the
+    clip, its probe chunks are kept, and the whole is exactly a plain render with that seed (progressive
+    reference carried across the probe)."""
+    import pipelines.face.detect as detect_module
+    import pipelines.render as render_module
+    from pipelines.render import RenderSettings, render_talking_frames
+
+    audio = Audio(_speech(1.0), 16000)
+    points = _source_points(3)
+    frames = np.random.default_rng(2).integers(0, 255, (3, 64, 64, 3), dtype=np.uint8)
+    track = _synthetic_track(points)
+    size = tiny_models.l2v.config.image_size
+    probed, scores = [], iter([3.0, 1.0, 2.0])
+
+    def fake_error(crops, landmarks, detector=None):
+        assert crops.shape[1:] == (size, size, 3) and landmarks.shape == (len(crops), 68, 2)
+        probed.append(len(crops))
+        return next(scores)
+
+    monkeypatch.setattr(render_module, "mouth_following_error", fake_error)
+    monkeypatch.setattr(detect_module, "load_landmark_detector", lambda *a, **k: None)
+    calls = []
+    base = RenderSettings(steps=1, chunk_frames=4, seed=5, progressive=0.5)
+
+    def render(settings):
+        return np.concatenate(list(render_talking_frames(tiny_models, frames, track, audio, FPS, settings,
+                                                         progress=lambda done, total: calls.append(done))))
+
+    searched = render(replace(base, seed_candidates=3, seed_probe_frames=6))
+    assert probed == [8, 8, 8]
+    total = frame_count_for(audio.duration_s, FPS)
+    assert len(searched) == total and calls[-1] == total and calls[:3] == [0, 0, 0]
+    np.testing.assert_array_equal(searched, render(replace(base, seed=6)))
+    assert np.abs(searched.astype(int) - render(base).astype(int)).max() > 0
+    with pytest.raises(LandmarkTalkError, match="seed search"):
+        render(replace(base, seed_candidates=0))
+
+
+def test_mouth_following_error_measures_how_far_the_drawn_mouth_is_from_the_landmarks(shared_data):
+    """On real face crops, the error against the crops' own tracked landmarks is small, and moving the mouth
+    asked for by 4 px raises it by about that: the detection is placed by the stable points, not the mouth."""
+    from pipelines.face import align_faces, crop_landmarks, track_face
+    from pipelines.media import read_video
+    from pipelines.render import mouth_following_error
+
+    frames, fps = read_video(shared_data / "clips" / "RD_Radio34_000.mp4", max_frames=6)
+    track = track_face(frames, fps, crop_size=128)
+    crops = align_faces(frames, track, 128)
+    own = crop_landmarks(track, 128).points
+    moved = own.copy()
+    moved[:, 48:68, 1] += 4.0
+    on_own = mouth_following_error(crops, own)
+    assert on_own < 1.5
+    assert 4.0 - on_own - 0.5 < mouth_following_error(crops, moved) < 4.0 + on_own + 0.5
+
+
 # --------------------------------------------------------------------------------------------- muxing
 
 
