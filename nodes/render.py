@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from comfy_api.latest import InputImpl, io, ui
 
-from ..pipelines.render import SEED_SEARCH_CANDIDATES, RenderSettings, TalkingHeadModels, render_video
+from ..pipelines.render import (
+    SEED_SEARCH_CANDIDATES, SEED_SEARCH_PROBE_FRAMES, RenderSettings, TalkingHeadModels, render_video,
+)
 from ..pipelines.sampling import SAMPLERS
 from ..pipelines.schedule import LENGTH_MODES
 from ._convert import NodeProgress, compute_dtype, input_file_path, input_files, models_on_device, output_file_path
@@ -36,8 +38,9 @@ class LandmarkTalkRender(io.ComfyNode):
                                               "face crop before paste-back; default: paste the decoded crops."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, tooltip="Seed of the noise every frame shares."),
                 io.Int.Input("seed_candidates", default=SEED_SEARCH_CANDIDATES, min=1, max=64,
-                             tooltip="Seed search: the first 32 frames are rendered with this many seeds (seed, seed+1, …) "
-                                     "and the one whose mouth follows the landmarks best renders the video; 1 = off."),
+                             tooltip=f"Seed search: the first {SEED_SEARCH_PROBE_FRAMES} frames are rendered with this many "
+                                     "seeds (seed, seed+1, …) and the one whose mouth follows the landmarks best renders "
+                                     "the video; 1 = off."),
                 io.Int.Input("steps", default=20, min=1, max=200, tooltip="Sampler steps per chunk."),
                 io.Combo.Input("sampler", options=list(SAMPLERS), default="dpmpp_2m", tooltip="Diffusion sampler."),
                 io.Float.Input("guidance", default=1.0, min=1.0, max=10.0, step=0.1,

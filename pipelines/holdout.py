@@ -109,6 +109,7 @@ def evaluate_holdout(
     refiner: str | os.PathLike | None = None,
     seeds: int = 1,
     seed_candidates: int = 1,
+    seed_probe_frames: int = 32,
     progress: Callable[[int, int], None] | None = None,
 ) -> Path:
     """Render and score the held-out tail of the clip a ``fit --holdout`` was run on; returns holdout.json.
@@ -119,9 +120,9 @@ def evaluate_holdout(
     ``seeds``: render ``ours`` and ``gt_landmarks`` with noise seeds ``seed … seed + seeds - 1`` and report
     each figure's mean over them (and its standard deviation and per-seed values): every frame of a render
     shares one noise, so one seed moves a whole clip's figures (docs/RESULTS.md).
-    ``seed_candidates``: the render's seed search (:class:`pipelines.render.RenderSettings`); each of the
-    ``seeds`` runs then searches its own candidates (``seed + i × seed_candidates`` onwards), and the
-    true-landmark render searches with the true landmarks.
+    ``seed_candidates``, ``seed_probe_frames``: the render's seed search (:class:`pipelines.render.RenderSettings`);
+    each of the ``seeds`` runs then searches its own candidates (``seed + i × seed_candidates`` onwards), and
+    the true-landmark render searches with the true landmarks.
     """
     if seeds < 1:
         raise LandmarkTalkError(f"--holdout-seeds {seeds}: give 1 or more")
@@ -144,7 +145,8 @@ def evaluate_holdout(
     total, cut = held.cut + len(tail), held.cut
     out = Path(out_dir) if out_dir else Path(models_dir) / ("holdout_refined" if refiner else "holdout")
     out.mkdir(parents=True, exist_ok=True)
-    settings = RenderSettings(steps=steps, seed=seed, seed_candidates=seed_candidates)
+    settings = RenderSettings(steps=steps, seed=seed, seed_candidates=seed_candidates,
+                              seed_probe_frames=seed_probe_frames)
     seed_list = [seed + index * seed_candidates for index in range(seeds)]
     truth_landmarks = replace(crop_landmarks(tail_track, size), fps=fps)
     first_crop = align_faces(tail[:1], _select_track(tail_track, np.array([0])), size)
@@ -194,7 +196,9 @@ def evaluate_holdout(
     summary = {"clip": str(clip), "fps": fps, "eval_crop_size": EVAL_CROP_SIZE,
                "holdout_frames": int(total - cut), "train_frames": int(cut),
                "render_steps": steps, "refiner": str(Path(refiner).resolve()) if refiner else None,
-               "seeds": seed_list, "seed_candidates": seed_candidates, "metrics": figures, "skipped": skipped}
+               "seeds": seed_list, "seed_candidates": seed_candidates,
+               "seed_probe_frames": seed_probe_frames if seed_candidates > 1 else None,
+               "metrics": figures, "skipped": skipped}
     if len(seed_list) > 1:
         summary["metrics_sd"] = {name: _sd_figures(scored[name]) for name in ("ours", "gt_landmarks")}
         summary["per_seed"] = {name: scored[name] for name in ("ours", "gt_landmarks")}

@@ -36,6 +36,7 @@ SPEAKER_FILE = "speaker.npy"
 # The seed search the CLI and the Render node run by default (RenderSettings' own default, 1, searches
 # nothing): measured in docs/RESULTS.md ("Seed search").
 SEED_SEARCH_CANDIDATES = 4
+SEED_SEARCH_PROBE_FRAMES = 32
 _PHOTO_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 
 
@@ -52,7 +53,7 @@ class RenderSettings:
     # renders the clip. One noise is shared by every frame, so the seed moves a whole clip (docs/RESULTS.md);
     # the search costs (candidates - 1) × probe frames of sampling whatever the clip's length. 1 = off.
     seed_candidates: int = 1
-    seed_probe_frames: int = 32
+    seed_probe_frames: int = SEED_SEARCH_PROBE_FRAMES
     chunk_frames: int = 16
     length_mode: str = "pingpong"
     progressive: float = 0.0
@@ -253,8 +254,12 @@ def render_talking_frames(
                 f"landmarks: {len(landmarks)} frames at {landmarks.crop_size} px; the render needs {total} at {size} px"
             )
         windows = iter([landmarks])
-    chunk_landmarks = _take_frames(windows, (min(settings.chunk_frames, total - start)
-                                             for start in range(0, total, settings.chunk_frames)))
+    # Output frames are made in chunks of chunk_frames; with a seed search the probe is chunked on its own, so
+    # it is exactly seed_probe_frames long.
+    probe = min(settings.seed_probe_frames, total) if settings.seed_candidates > 1 else 0
+    bounds = list(range(0, probe, settings.chunk_frames)) + list(range(probe, total, settings.chunk_frames)) + [total]
+    spans = list(zip(bounds[:-1], bounds[1:]))
+    chunk_landmarks = _take_frames(windows, (end - start for start, end in spans))
 
     # One identity reference for the clip (DiffTalk): the first source frame.
     identity = codec.encode(_to_model_images(align_faces(frames[:1], _select_track(track, np.array([0])), size), device))
@@ -263,12 +268,12 @@ def render_talking_frames(
     def seed_noise(seed: int) -> torch.Tensor:  # shared by every frame: steady texture
         return torch.randn(latent_shape, generator=torch.Generator().manual_seed(seed))
 
-    def chunk_track(start: int) -> tuple[np.ndarray, FaceTrack]:
-        indices = schedule[start:start + settings.chunk_frames]
+    def chunk_track(span: tuple[int, int]) -> tuple[np.ndarray, FaceTrack]:
+        indices = schedule[span[0]:span[1]]
         return indices, _select_track(track, indices)
 
-    def sample_chunk(start: int, chunk_points: np.ndarray, noise: torch.Tensor, previous) -> torch.Tensor:
-        indices, part = chunk_track(start)
+    def sample_chunk(span: tuple[int, int], chunk_points: np.ndarray, noise: torch.Tensor, previous) -> torch.Tensor:
+        indices, part = chunk_track(span)
         crops = align_faces(frames[indices], part, size)
         pose = encode_pose_latents(codec, _to_model_images(crops, device), source_points[indices])
         images, points = landmark_inputs(chunk_points, size, l2v.config.latent_size)
@@ -278,8 +283,8 @@ def render_talking_frames(
             chunk_size=len(indices), progressive=settings.progressive, previous=previous, device=device, dtype=dtype,
         )
 
-    def paste_chunk(start: int, latents: torch.Tensor) -> np.ndarray:
-        indices, part = chunk_track(start)
+    def paste_chunk(span: tuple[int, int], latents: torch.Tensor) -> np.ndarray:
+        indices, part = chunk_track(span)
         generated = codec.decode_frames(latents)
         if models.refiner is not None:
             # float32: the refiner is small, and a bf16 pass would blunt the very detail it restores.
@@ -289,23 +294,21 @@ def render_talking_frames(
     def probe_error(probe_latents: list[torch.Tensor], probe_points: list[np.ndarray], detector) -> float:
         # Scored on the pasted frames aligned back to crops, as a viewer and the hold-out's M-LMD see the
         # mouth: the paste-back's blend moves the lip corners and jaw a little.
-        crops = [align_faces(paste_chunk(start, latents), chunk_track(start)[1], size)
-                 for start, latents in zip(starts, probe_latents)]
+        crops = [align_faces(paste_chunk(span, latents), chunk_track(span)[1], size)
+                 for span, latents in zip(spans, probe_latents)]
         return mouth_following_error(np.concatenate(crops), np.concatenate(probe_points), detector)
 
-    starts = list(range(0, total, settings.chunk_frames))
     previous, done, seed = None, 0, settings.seed
     kept: list[torch.Tensor] = []  # the chosen seed's probe latents, pasted again below (not held as frames)
-    if settings.seed_candidates > 1:
-        probe_points = [next(chunk_landmarks)
-                        for _ in starts[:-(-min(settings.seed_probe_frames, total) // settings.chunk_frames)]]
-        seed, kept = _search_seed(sample_chunk, probe_error, seed_noise, starts, probe_points, settings,
+    if probe:
+        probe_points = [next(chunk_landmarks) for start, _ in spans if start < probe]
+        seed, kept = _search_seed(sample_chunk, probe_error, seed_noise, spans, probe_points, settings,
                                   lambda: progress(0, total) if progress is not None else None)
     noise = seed_noise(seed)
-    for index, start in enumerate(starts):
-        latents = kept[index] if index < len(kept) else sample_chunk(start, next(chunk_landmarks), noise, previous)
+    for index, span in enumerate(spans):
+        latents = kept[index] if index < len(kept) else sample_chunk(span, next(chunk_landmarks), noise, previous)
         previous = latents[-1:]
-        chunk = paste_chunk(start, latents)
+        chunk = paste_chunk(span, latents)
         yield chunk
         done += len(chunk)
         if progress is not None:
@@ -333,7 +336,7 @@ def mouth_following_error(crops: np.ndarray, landmarks_px: np.ndarray, detector=
     return float(np.mean(errors))
 
 
-def _search_seed(sample_chunk, probe_error, seed_noise, starts, probe_points, settings: RenderSettings, heartbeat):
+def _search_seed(sample_chunk, probe_error, seed_noise, spans, probe_points, settings: RenderSettings, heartbeat):
     """Sample the probe chunks with each candidate seed; return the best seed and its probe latents."""
     from .face.detect import load_landmark_detector
 
@@ -342,8 +345,8 @@ def _search_seed(sample_chunk, probe_error, seed_noise, starts, probe_points, se
     scores = []
     for seed in range(settings.seed, settings.seed + settings.seed_candidates):
         noise, previous, latents = seed_noise(seed), None, []
-        for start, points in zip(starts, probe_points):
-            latents.append(sample_chunk(start, points, noise, previous))
+        for span, points in zip(spans, probe_points):
+            latents.append(sample_chunk(span, points, noise, previous))
             previous = latents[-1][-1:]
         error = probe_error(latents, probe_points, detector)
         scores.append(f"{seed}: {error:.2f}")

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 from .errors import LandmarkTalkError
-from .render import SEED_SEARCH_CANDIDATES
+from .render import SEED_SEARCH_CANDIDATES, SEED_SEARCH_PROBE_FRAMES
 
 __all__ = ["add_fit_command", "add_render_command"]
 
@@ -46,7 +46,8 @@ def _run_fit(args: argparse.Namespace) -> int:
         from .holdout import evaluate_holdout
 
         report = evaluate_holdout(args.out, steps=args.render_steps, refiner=args.refiner, seeds=args.holdout_seeds,
-                                  seed_candidates=args.seed_candidates, progress=_bar("holdout render", "frame"))
+                                  seed_candidates=args.seed_candidates, seed_probe_frames=args.seed_probe_frames,
+                                  progress=_bar("holdout render", "frame"))
         logger.info("hold-out figures written to %s", report)
     return 0
 
@@ -86,6 +87,8 @@ def add_fit_command(subparsers) -> None:
     parser.add_argument("--seed-candidates", type=int, default=SEED_SEARCH_CANDIDATES,
                         help="hold-out: the render's seed search (see `render --seed-candidates`; default "
                              "%(default)s, 1 = off)")
+    parser.add_argument("--seed-probe-frames", type=int, default=SEED_SEARCH_PROBE_FRAMES,
+                        help="hold-out: frames the seed search renders per candidate (default %(default)s)")
     parser.add_argument("--refiner", default=None,
                         help="hold-out: refine every generated crop with this SOVQAE file (from `fit CLIP --path "
                              "ladtalk --holdout` with the same hold-out); figures go to OUT/holdout_refined/")
@@ -148,7 +151,7 @@ def add_render_command(subparsers) -> None:
     parser.add_argument("--seed-candidates", type=int, default=SEED_SEARCH_CANDIDATES,
                         help="seed search: render the first --seed-probe-frames with seeds SEED … SEED+N-1 and keep "
                              "the one whose mouth follows the landmarks best (default %(default)s, 1 = off)")
-    parser.add_argument("--seed-probe-frames", type=int, default=32,
+    parser.add_argument("--seed-probe-frames", type=int, default=SEED_SEARCH_PROBE_FRAMES,
                         help="frames the seed search renders per candidate (default %(default)s)")
     parser.add_argument("--chunk-frames", type=int, default=16, help="frames per chunk (memory vs speed)")
     parser.add_argument("--length-mode", choices=LENGTH_MODES, default="pingpong",

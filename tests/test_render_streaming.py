@@ -314,9 +314,9 @@ def test_load_talking_head_models_checks_the_refiner_file(tiny_models, tmp_path)
 
 
 def test_seed_search_renders_the_clip_with_the_seed_whose_mouth_follows_best(tiny_models, monkeypatch):
-    """Each candidate renders the probe (rounded up to whole chunks); the lowest mouth error's seed renders the
-    clip, its probe chunks are kept, and the whole is exactly a plain render with that seed (progressive
-    reference carried across the probe)."""
+    """Each candidate renders exactly the probe's frames; the lowest mouth error's seed renders the clip, its probe
+    chunks are kept, and the whole is exactly a plain render with that seed (progressive reference carried
+    across the probe)."""
     import pipelines.face.detect as detect_module
     import pipelines.render as render_module
     from pipelines.render import RenderSettings, render_talking_frames
@@ -342,12 +342,16 @@ def test_seed_search_renders_the_clip_with_the_seed_whose_mouth_follows_best(tin
         return np.concatenate(list(render_talking_frames(tiny_models, frames, track, audio, FPS, settings,
                                                          progress=lambda done, total: calls.append(done))))
 
-    searched = render(replace(base, seed_candidates=3, seed_probe_frames=6))
+    searched = render(replace(base, seed_candidates=3, seed_probe_frames=8))
     assert probed == [8, 8, 8]
     total = frame_count_for(audio.duration_s, FPS)
     assert len(searched) == total and calls[-1] == total and calls[:3] == [0, 0, 0]
     np.testing.assert_array_equal(searched, render(replace(base, seed=6)))
     assert np.abs(searched.astype(int) - render(base).astype(int)).max() > 0
+    # A probe that is not a whole number of chunks is chunked on its own: exactly its frames are scored.
+    probed.clear()
+    scores = iter([2.0, 1.0])
+    assert len(render(replace(base, seed_candidates=2, seed_probe_frames=6))) == total and probed == [6, 6]
     with pytest.raises(LandmarkTalkError, match="seed search"):
         render(replace(base, seed_candidates=0))
 
