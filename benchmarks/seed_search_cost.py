@@ -1,6 +1,6 @@
 """What the render's seed search adds: wall time with and without it, for a short and a longer speech, same process.
 
-    python benchmarks/seed_search_cost.py                      # 4 s and 16 s of speech, 4 candidates
+    python benchmarks/seed_search_cost.py                      # 4 s and 16 s of speech, 8 candidates × 16 frames
     python benchmarks/seed_search_cost.py --device cuda --dtype bfloat16
 
 The baseline is the plain render with one seed (``render --seed-candidates 1``); the other row searches
@@ -31,8 +31,8 @@ from render_timing import time_render_variants  # noqa: E402
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, nargs="+", default=[4.0, 16.0], help="speech lengths")
-    parser.add_argument("--candidates", type=int, default=4, help="seeds searched (default %(default)s)")
-    parser.add_argument("--probe-frames", type=int, default=32, help="probe length (default %(default)s)")
+    parser.add_argument("--candidates", type=int, default=8, help="seeds searched (default %(default)s)")
+    parser.add_argument("--probe-frames", type=int, default=16, help="probe length (default %(default)s)")
     parser.add_argument("--steps", type=int, default=20, help="sampler steps (default %(default)s, the render's)")
     parser.add_argument("--repeats", type=int, default=2, help="renders per row; the fastest counts")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")

@@ -109,7 +109,7 @@ def evaluate_holdout(
     refiner: str | os.PathLike | None = None,
     seeds: int = 1,
     seed_candidates: int = 1,
-    seed_probe_frames: int = 32,
+    seed_probe_frames: int = 16,
     progress: Callable[[int, int], None] | None = None,
 ) -> Path:
     """Render and score the held-out tail of the clip a ``fit --holdout`` was run on; returns holdout.json.

@@ -2,7 +2,9 @@
 
 Audio → features → A2L landmarks, a window of ``landmark_chunk_frames`` at a time (the LSTMs' state
 carried across windows) → per chunk of output frames: align the source frames, encode the masked pose,
-rasterise the landmarks, sample L2V latents, decode, paste back, write. The speech is decoded to
+rasterise the landmarks, sample L2V latents, decode, paste back, write. With a seed search
+(``RenderSettings.seed_candidates``), the first chunks are sampled with each candidate noise seed first and the
+seed whose re-detected mouth follows the landmarks best renders the clip. The speech is decoded to
 temporary files that the features read a stretch at a time and the encoder muxes directly, so nothing in
 memory grows with the audio's length; the output is written to a temporary file and renamed at the end
 (nothing is left on failure or cancel).
@@ -35,8 +37,8 @@ MODEL_FILES = {"a2l": "a2l.safetensors", "l2v": "l2v.safetensors", "codec": "fac
 SPEAKER_FILE = "speaker.npy"
 # The seed search the CLI and the Render node run by default (RenderSettings' own default, 1, searches
 # nothing): measured in docs/RESULTS.md ("Seed search").
-SEED_SEARCH_CANDIDATES = 4
-SEED_SEARCH_PROBE_FRAMES = 32
+SEED_SEARCH_CANDIDATES = 8
+SEED_SEARCH_PROBE_FRAMES = 16
 _PHOTO_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 
 

@@ -208,9 +208,9 @@ def test_fit_with_holdout_scores_the_tail_beside_both_baselines(fitted, tmp_path
     assert code == 0
     report = json.loads((models / "holdout" / "holdout.json").read_text())
     assert report["holdout_frames"] == 10 and report["train_frames"] == 40 and report["eval_crop_size"] == 256
-    # The CLI searches 4 seeds per run (the whole 10-frame tail is the probe), ours and the true-landmark render alike.
-    assert set(report["metrics"]) == {"ours", "still", "gt_landmarks"} and report["seeds"] == [0, 4]
-    assert report["seed_candidates"] == 4 and caplog.text.count("seed search over 10 probe frames") == 4
+    # The CLI searches 8 seeds per run (the whole 10-frame tail is the probe), ours and the true-landmark render alike.
+    assert set(report["metrics"]) == {"ours", "still", "gt_landmarks"} and report["seeds"] == [0, 8]
+    assert report["seed_candidates"] == 8 and caplog.text.count("seed search over 10 probe frames") == 4
     for name, metrics in report["metrics"].items():
         assert 0 < metrics["psnr"] < 100 and 0 < metrics["ssim"] <= 1, name
         info = probe_media(models / "holdout" / f"{name}.mp4")
@@ -221,8 +221,8 @@ def test_fit_with_holdout_scores_the_tail_beside_both_baselines(fitted, tmp_path
         assert len(runs) == 2 and runs[0]["psnr"] != runs[1]["psnr"], name
         assert report["metrics"][name]["psnr"] == pytest.approx((runs[0]["psnr"] + runs[1]["psnr"]) / 2), name
         assert report["metrics_sd"][name]["psnr"] == pytest.approx(abs(runs[0]["psnr"] - runs[1]["psnr"]) / 2 ** 0.5)
-        assert probe_media(models / "holdout" / f"{name}_seed4.mp4").frame_count == 10, name
-        assert json.loads((models / "holdout" / f"{name}_seed4.json").read_text())["metrics"]["psnr"] == runs[1]["psnr"]
+        assert probe_media(models / "holdout" / f"{name}_seed8.mp4").frame_count == 10, name
+        assert json.loads((models / "holdout" / f"{name}_seed8.json").read_text())["metrics"]["psnr"] == runs[1]["psnr"]
     assert "still" not in report["per_seed"]
     side = probe_media(models / "holdout" / "side_by_side.mp4")
     assert side.frame_count == 10 and side.width == 4 * side.height  # truth | ours | still | gt_landmarks
