@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", help="folder of a fit with --holdout (fit.json, a2l/l2v)")
     parser.add_argument("holdouts", nargs="+", help="hold-out folders of single-seed renders (FOLDER or FOLDER@SEED)")
-    parser.add_argument("--probe-frames", type=int, default=16, help="frames the search scores (default %(default)s, the render's)")
+    parser.add_argument("--probe-frames", type=int, default=16,
+                        help="frames the search scores (default %(default)s, the render's)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 2, 4, 6], help="search sizes K to simulate")
     args = parser.parse_args(argv)
 
