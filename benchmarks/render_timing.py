@@ -1,8 +1,31 @@
-"""Shared by the render-cost benchmarks: time render variants against each other in one process."""
+"""Shared by the render-cost benchmarks: their common options, and timing render variants in one process."""
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def add_render_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
+    """Sampler steps, repeats, threads, device/dtype, and the photo and TAEF2 codec from ../shared/data."""
+    parser.add_argument("--steps", type=int, default=20, help="sampler steps (default %(default)s, the render's)")
+    parser.add_argument("--repeats", type=int, default=2, help="renders per row; the fastest counts")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--face", default=str(SHARED / "images" / "happy.png"), help="photo of a face")
+    parser.add_argument("--codec", default=str(SHARED / "models" / "taesd"), help="TAEF2 folder")
+
+
+def parse_render_benchmark_arguments(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse, refusing a face or codec that is not there (the defaults need ../shared/data)."""
+    args = parser.parse_args(argv)
+    for name in ("face", "codec"):
+        if not Path(getattr(args, name)).exists():
+            raise SystemExit(f"--{name} {getattr(args, name)}: not found (the default needs ../shared/data)")
+    return args
 
 
 def time_render_variants(face, speeches: dict[str, Path], variants: dict[str, tuple], folder: Path, *,

@@ -20,12 +20,13 @@ from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere: the pack's root is the import root
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from memory_flat import _write_models, _write_speech  # noqa: E402  (one place makes the random models)
-from render_timing import time_render_variants  # noqa: E402
+from render_timing import (  # noqa: E402
+    add_render_benchmark_arguments, parse_render_benchmark_arguments, time_render_variants,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,17 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, nargs="+", default=[4.0, 16.0], help="speech lengths")
     parser.add_argument("--candidates", type=int, default=8, help="seeds searched (default %(default)s)")
     parser.add_argument("--probe-frames", type=int, default=16, help="probe length (default %(default)s)")
-    parser.add_argument("--steps", type=int, default=20, help="sampler steps (default %(default)s, the render's)")
-    parser.add_argument("--repeats", type=int, default=2, help="renders per row; the fastest counts")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    parser.add_argument("--face", default=str(SHARED / "images" / "happy.png"), help="photo of a face")
-    parser.add_argument("--codec", default=str(SHARED / "models" / "taesd"), help="TAEF2 folder")
-    args = parser.parse_args(argv)
-    for name in ("face", "codec"):
-        if not Path(getattr(args, name)).exists():
-            raise SystemExit(f"--{name} {getattr(args, name)}: not found (the default needs ../shared/data)")
+    add_render_benchmark_arguments(parser)
+    args = parse_render_benchmark_arguments(parser, argv)
 
     import torch
 

@@ -18,6 +18,7 @@ from typing import Callable
 import numpy as np
 
 from .errors import LandmarkTalkError
+from .render import SEED_SEARCH_PROBE_FRAMES
 from .types import Audio, FaceTrack
 
 __all__ = ["HoldoutTail", "evaluate_holdout", "load_holdout_tail"]
@@ -109,7 +110,7 @@ def evaluate_holdout(
     refiner: str | os.PathLike | None = None,
     seeds: int = 1,
     seed_candidates: int = 1,
-    seed_probe_frames: int = 16,
+    seed_probe_frames: int = SEED_SEARCH_PROBE_FRAMES,
     progress: Callable[[int, int], None] | None = None,
 ) -> Path:
     """Render and score the held-out tail of the clip a ``fit --holdout`` was run on; returns holdout.json.

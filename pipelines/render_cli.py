@@ -6,7 +6,6 @@ import logging
 from pathlib import Path
 
 from .errors import LandmarkTalkError
-from .render import SEED_SEARCH_CANDIDATES, SEED_SEARCH_PROBE_FRAMES
 
 __all__ = ["add_fit_command", "add_render_command"]
 
@@ -66,6 +65,7 @@ def _run_fit_dae(args: argparse.Namespace) -> int:
 
 def add_fit_command(subparsers) -> None:
     from .fit import FIT_PATHS, FIT_PRESETS
+    from .render import SEED_SEARCH_CANDIDATES, SEED_SEARCH_PROBE_FRAMES
 
     parser = subparsers.add_parser("fit", help="fit a person's models (face autoencoder, A2L, L2V) on one clip")
     parser.add_argument("clip", help="a talking clip of the person, with audio")
@@ -133,6 +133,7 @@ def _run_render(args: argparse.Namespace) -> int:
 
 
 def add_render_command(subparsers) -> None:
+    from .render import SEED_SEARCH_CANDIDATES, SEED_SEARCH_PROBE_FRAMES
     from .schedule import LENGTH_MODES
 
     parser = subparsers.add_parser("render", help="make the person in a photo or video say new speech")
