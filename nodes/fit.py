@@ -36,6 +36,9 @@ class LandmarkTalkFit(io.ComfyNode):
                                tooltip="tiny: 128² crops, CPU minutes per model; base: paper-like 256², for a GPU."),
                 io.Float.Input("holdout", default=0.0, min=0.0, max=0.5, step=0.05,
                                tooltip="Keep this tail fraction of the clip unseen, then render and score it against the truth."),
+                io.Int.Input("holdout_seeds", default=1, min=1, max=16,
+                             tooltip="Score the hold-out this many times, each searching its own set of noise seeds; "
+                                     "the report gives every figure's mean, spread and per-run values."),
                 io.Int.Input("steps", default=0, min=0, max=1000000,
                              tooltip="Training steps for every model; 0 = the preset's."),
                 io.Int.Input("seed", default=0, min=0, max=2**31 - 1, tooltip="Training seed."),
@@ -45,7 +48,8 @@ class LandmarkTalkFit(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, clip, name="person", preset="tiny", holdout=0.0, steps=0, seed=0) -> io.NodeOutput:
+    def execute(cls, clip, name="person", preset="tiny", holdout=0.0, holdout_seeds=1, steps=0,
+                seed=0) -> io.NodeOutput:
         if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name):
             raise LandmarkTalkError(f"name: {name!r} is not a plain folder name; use letters, digits, '_', '-' or '.'")
         out_dir = os.path.join(model_folder(), name)
@@ -58,8 +62,8 @@ class LandmarkTalkFit(io.ComfyNode):
                                 steps=steps or None, seed=seed, progress=lambda model, step, total: progress(step, total))
         if holdout > 0:
             # Scored as Render Talking Video renders by default: with its seed search.
-            record["holdout_report"] = str(evaluate_holdout(out_dir, seed_candidates=SEED_SEARCH_CANDIDATES,
-                                                            progress=progress))
+            record["holdout_report"] = str(evaluate_holdout(out_dir, seeds=holdout_seeds,
+                                                            seed_candidates=SEED_SEARCH_CANDIDATES, progress=progress))
         trained = [f"{kind} {seconds:.0f} s" for kind, seconds in record["seconds"].items()] or ["nothing left to train"]
         summary = [f"models/{FOLDER_NAME}/{name}/", *trained, "press R to list them in the loaders"]
         return io.NodeOutput(json.dumps(record, indent=1), ui={"landmarktalk_summary": summary})

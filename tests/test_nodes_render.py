@@ -116,6 +116,7 @@ def test_fit_trains_into_a_named_model_folder(scratch, monkeypatch):
 
     monkeypatch.setattr(fit, "fit_person", fake_fit)
     out = fit.LandmarkTalkFit.execute(clip="clip.mp4", name="bob", preset="tiny", holdout=0.0, steps=0, seed=3)
+    assert "holdout_report" not in json.loads(out.result[0])  # no hold-out asked for: none scored
     (record,) = out.result
     assert json.loads(record)["seconds"] == {"a2l": 12.0}
     assert calls["out_dir"].endswith("models/bob") and calls["steps"] is None and calls["seed"] == 3
@@ -124,6 +125,17 @@ def test_fit_trains_into_a_named_model_folder(scratch, monkeypatch):
     for bad in ("../escape", "a/b", ""):
         with pytest.raises(ValueError, match="name"):
             fit.LandmarkTalkFit.execute(clip="clip.mp4", name=bad)
+    scored = {}
+
+    def fake_holdout(models_dir, **kwargs):
+        scored.update(models_dir=models_dir, **kwargs)
+        return "report.json"
+
+    monkeypatch.setattr(fit, "evaluate_holdout", fake_holdout)
+    out = fit.LandmarkTalkFit.execute(clip="clip.mp4", name="bob", holdout=0.2, holdout_seeds=3)
+    assert json.loads(out.result[0])["holdout_report"] == "report.json" and calls["holdout"] == 0.2
+    # scored as the Render node renders (with its seed search), once per asked-for run
+    assert scored["models_dir"] == calls["out_dir"] and scored["seeds"] == 3 and scored["seed_candidates"] == 8
 
 
 def test_fit_trains_with_autograd_although_comfyui_runs_nodes_in_inference_mode(scratch, monkeypatch):
