@@ -44,7 +44,7 @@ FIT_PRESETS: dict[str, FitPreset] = {
     # CPU minutes per model on one clip; quality is modest but every stage is real. SOVQAE: 1200 steps, as
     # 600 left the refined L2V renders short of the still baseline on vretalking_face_1 (docs/RESULTS.md).
     "tiny": FitPreset(crop_size=128, face_autoencoder=("cpu128", 1500, 8), a2l=("tiny", 1500, 8),
-                      l2v=("tiny", 3000, 8), sovqae=("cpu128", 1200, 8)),
+                      l2v=("small", 3000, 8), sovqae=("cpu128", 1200, 8)),
     # Paper-like sizes (64² latents at 256² crops); meant for a GPU.
     "base": FitPreset(crop_size=256, face_autoencoder=("256", 20000, 16), a2l=("small", 8000, 16),
                       l2v=("base", 60000, 16), sovqae=("256", 20000, 16)),

@@ -223,7 +223,7 @@ def add_task_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--codec", required=True,
                         help="latent space: a face_autoencoder .safetensors checkpoint or a folder with TAEF2 weights")
     parser.add_argument("--preset", choices=sorted(L2V_PRESETS), default="tiny",
-                        help="model size: tiny (128² crops, CPU) or base (256² crops, GPU)")
+                        help="model size: tiny or small (128² crops, CPU; small is the tiny fit's) or base (256² crops, GPU)")
     parser.add_argument("--image-size", type=int, default=None, help="override the preset's crop side")
     parser.add_argument("--prediction-type", choices=["v_prediction", "epsilon"], default=None,
                         help="what the UNet predicts (default: the preset's, v_prediction)")
