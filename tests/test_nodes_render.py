@@ -116,9 +116,9 @@ def test_fit_trains_into_a_named_model_folder(scratch, monkeypatch):
 
     monkeypatch.setattr(fit, "fit_person", fake_fit)
     out = fit.LandmarkTalkFit.execute(clip="clip.mp4", name="bob", preset="tiny", holdout=0.0, steps=0, seed=3)
-    assert "holdout_report" not in json.loads(out.result[0])  # no hold-out asked for: none scored
     (record,) = out.result
     assert json.loads(record)["seconds"] == {"a2l": 12.0}
+    assert "holdout_report" not in json.loads(record)  # no hold-out asked for: none scored
     assert calls["out_dir"].endswith("models/bob") and calls["steps"] is None and calls["seed"] == 3
     assert calls["clip"].endswith("input/clip.mp4")
     assert out.ui["landmarktalk_summary"][:2] == ["models/landmarktalk/bob/", "a2l 12 s"]
@@ -135,7 +135,7 @@ def test_fit_trains_into_a_named_model_folder(scratch, monkeypatch):
     out = fit.LandmarkTalkFit.execute(clip="clip.mp4", name="bob", holdout=0.2, holdout_seeds=3)
     assert json.loads(out.result[0])["holdout_report"] == "report.json" and calls["holdout"] == 0.2
     # scored as the Render node renders (with its seed search), once per asked-for run
-    assert scored["models_dir"] == calls["out_dir"] and scored["seeds"] == 3 and scored["seed_candidates"] == 8
+    assert scored["models_dir"] == calls["out_dir"] and scored["seeds"] == 3 and scored["seed_candidates"] == fit.SEED_SEARCH_CANDIDATES == 8
 
 
 def test_fit_trains_with_autograd_although_comfyui_runs_nodes_in_inference_mode(scratch, monkeypatch):
