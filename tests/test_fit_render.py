@@ -39,6 +39,13 @@ def test_fit_writes_every_model_and_a_record(fitted):
     for name in ("face_autoencoder.safetensors", "a2l.safetensors", "l2v.safetensors", "fit.json"):
         assert (models / name).is_file(), name
     assert (models / "l2v.loss.png").is_file()
+    # the tiny fit's L2V is the wider `small` preset (docs/RESULTS.md, "A wider L2V")
+    from pipelines.checkpoint import load_checkpoint
+    from pipelines.models.l2v import L2V_PRESETS
+
+    config = load_checkpoint(models / "l2v.safetensors", "l2v").config
+    assert (config.block_channels, config.layers_per_block) == ((64, 128), 2) == (
+        L2V_PRESETS["small"].block_channels, L2V_PRESETS["small"].layers_per_block)
 
 
 @pytest.mark.parametrize("speech, seconds", [("tts_en_22k.wav", 3.0), ("bus_chinese.wav", 3.376)])
