@@ -4,7 +4,7 @@ from __future__ import annotations
 from comfy_api.latest import InputImpl, io, ui
 
 from ..pipelines.render import (
-    SEED_SEARCH_CANDIDATES, SEED_SEARCH_PROBE_FRAMES, RenderSettings, TalkingHeadModels, render_video,
+    RENDER_DENOISE, SEED_SEARCH_CANDIDATES, SEED_SEARCH_PROBE_FRAMES, RenderSettings, TalkingHeadModels, render_video,
 )
 from ..pipelines.sampling import SAMPLERS
 from ..pipelines.schedule import LENGTH_MODES
@@ -47,6 +47,10 @@ class LandmarkTalkRender(io.ComfyNode):
                                tooltip="Classifier-free guidance on the landmarks (1 = off: half the cost)."),
                 io.Float.Input("progressive", default=0.0, min=0.0, max=1.0, step=0.05,
                                tooltip="Mix of the previous chunk's last frame into the reference (steadier texture)."),
+                io.Float.Input("denoise", default=RENDER_DENOISE, min=0.01, max=1.0, step=0.01,
+                               tooltip="Sampling strength: below 1 every frame starts from the first face frame "
+                                       "noised to this level instead of pure noise (keeps its lips where the "
+                                       "landmarks agree); 1 = from pure noise."),
                 io.Int.Input("chunk_frames", default=16, min=1, max=256,
                              tooltip="Frames per chunk: memory and Cancel granularity."),
                 io.Combo.Input("length_mode", options=list(LENGTH_MODES), default="pingpong",
@@ -63,7 +67,7 @@ class LandmarkTalkRender(io.ComfyNode):
     @classmethod
     def execute(cls, face, audio, a2l, l2v, codec, speaker=None, sovqae=None, seed=0,
                 seed_candidates=SEED_SEARCH_CANDIDATES, steps=20, sampler="dpmpp_2m", guidance=1.0,
-                progressive=0.0, chunk_frames=16, length_mode="pingpong", fps=0.0,
+                progressive=0.0, denoise=RENDER_DENOISE, chunk_frames=16, length_mode="pingpong", fps=0.0,
                 filename_prefix="video/LandmarkTalk") -> io.NodeOutput:
         face_path, audio_path = input_file_path(face, "face"), input_file_path(audio, "audio")
         device = models_on_device(a2l, l2v, codec.patcher, *([sovqae] if sovqae is not None else []))
@@ -71,7 +75,7 @@ class LandmarkTalkRender(io.ComfyNode):
                                    refiner=sovqae.model if sovqae is not None else None)
         settings = RenderSettings(steps=steps, sampler=sampler, guidance=guidance, seed=seed,
                                   seed_candidates=seed_candidates, chunk_frames=chunk_frames,
-                                  length_mode=length_mode, progressive=progressive, fps=fps or None, device=str(device),
+                                  length_mode=length_mode, progressive=progressive, denoise=denoise, fps=fps or None, device=str(device),
                                   dtype=str(compute_dtype(device)).removeprefix("torch."))
         path, filename, subfolder = output_file_path(filename_prefix, ".mp4")
         # render_video writes to a temporary file and renames it at the end: Cancel leaves no partial file.

@@ -82,6 +82,10 @@ class LandmarkTalkLandmarkDiffusionSampler(io.ComfyNode):
                 io.Float.Input("progressive", default=0.0, min=0.0, max=1.0, step=0.05,
                                tooltip="Mix the previous chunk's last frame into the reference (DiffTalk's "
                                        "progressive reference): steadier texture over long clips."),
+                io.Float.Input("denoise", default=1.0, min=0.01, max=1.0, step=0.01,
+                               tooltip="Sampling strength: below 1 every frame starts from the identity latent "
+                                       "noised to this level instead of pure noise (keeps its lips and texture "
+                                       "where the landmarks agree); 1 = from pure noise."),
                 io.Int.Input("chunk_frames", default=16, min=1, max=256,
                              tooltip="Frames denoised together; larger is faster but needs more memory."),
             ],
@@ -90,15 +94,15 @@ class LandmarkTalkLandmarkDiffusionSampler(io.ComfyNode):
 
     @classmethod
     def execute(cls, l2v, codec, pose, identity, landmarks, seed=0, steps=20, sampler="dpmpp_2m", guidance=1.0,
-                progressive=0.0, chunk_frames=16) -> io.NodeOutput:
+                progressive=0.0, denoise=1.0, chunk_frames=16) -> io.NodeOutput:
         device = models_on_device(l2v, codec.patcher)
         model = l2v.model
-        images, points = landmark_inputs(landmarks.points, landmarks.crop_size, model.config.latent_size)
+        images, points = landmark_inputs(landmarks.points, landmarks.crop_size, model.config.landmark_image_size)
         latents = render_latents(
             model, codec.codec, pose=_latents(pose, "pose"), identity=_latents(identity, "identity"),
             landmark_images=images, landmark_points=points, sampler=sampler, steps=steps, guidance=guidance,
             generator=torch.Generator().manual_seed(seed), chunk_size=chunk_frames, progressive=progressive,
-            callback=NodeProgress(), device=device, dtype=compute_dtype(device),
+            denoise=denoise, callback=NodeProgress(), device=device, dtype=compute_dtype(device),
         )
         return io.NodeOutput({"samples": latents.to(comfy.model_management.intermediate_device())})
 

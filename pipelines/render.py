@@ -39,6 +39,9 @@ SPEAKER_FILE = "speaker.npy"
 # nothing): measured in docs/RESULTS.md ("Seed search").
 SEED_SEARCH_CANDIDATES = 8
 SEED_SEARCH_PROBE_FRAMES = 16
+# The sampling strength the CLI and the Render node use by default (RenderSettings' own default, 1, starts
+# from pure noise): measured in docs/RESULTS.md ("Starting from the reference").
+RENDER_DENOISE = 1.0
 _PHOTO_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 
 
@@ -59,6 +62,9 @@ class RenderSettings:
     chunk_frames: int = 16
     length_mode: str = "pingpong"
     progressive: float = 0.0
+    # Sampling strength: below 1 every frame starts from the identity reference (the first source frame)
+    # noised to this level rather than from pure noise (SDEdit), keeping its lips where the landmarks agree.
+    denoise: float = 1.0
     face: str | int = "largest"
     fps: float | None = None
     crf: int = 18
@@ -278,11 +284,12 @@ def render_talking_frames(
         indices, part = chunk_track(span)
         crops = align_faces(frames[indices], part, size)
         pose = encode_pose_latents(codec, _to_model_images(crops, device), source_points[indices])
-        images, points = landmark_inputs(chunk_points, size, l2v.config.latent_size)
+        images, points = landmark_inputs(chunk_points, size, l2v.config.landmark_image_size)
         return render_latents(
             l2v, codec, pose=pose, identity=identity, landmark_images=images, landmark_points=points,
             sampler=settings.sampler, steps=settings.steps, guidance=settings.guidance, noise=noise,
-            chunk_size=len(indices), progressive=settings.progressive, previous=previous, device=device, dtype=dtype,
+            chunk_size=len(indices), progressive=settings.progressive, previous=previous, denoise=settings.denoise,
+            device=device, dtype=dtype,
         )
 
     def paste_chunk(span: tuple[int, int], latents: torch.Tensor) -> np.ndarray:

@@ -46,6 +46,7 @@ def _run_fit(args: argparse.Namespace) -> int:
 
         report = evaluate_holdout(args.out, steps=args.render_steps, refiner=args.refiner, seeds=args.holdout_seeds,
                                   seed_candidates=args.seed_candidates, seed_probe_frames=args.seed_probe_frames,
+                                  denoise=args.denoise,
                                   progress=_bar("holdout render", "frame"))
         logger.info("hold-out figures written to %s", report)
     return 0
@@ -65,7 +66,7 @@ def _run_fit_dae(args: argparse.Namespace) -> int:
 
 def add_fit_command(subparsers) -> None:
     from .fit import FIT_PATHS, FIT_PRESETS
-    from .render import SEED_SEARCH_CANDIDATES, SEED_SEARCH_PROBE_FRAMES
+    from .render import RENDER_DENOISE, SEED_SEARCH_CANDIDATES, SEED_SEARCH_PROBE_FRAMES
 
     parser = subparsers.add_parser("fit", help="fit a person's models (face autoencoder, A2L, L2V) on one clip")
     parser.add_argument("clip", help="a talking clip of the person, with audio")
@@ -89,6 +90,8 @@ def add_fit_command(subparsers) -> None:
                              "%(default)s, 1 = off)")
     parser.add_argument("--seed-probe-frames", type=int, default=SEED_SEARCH_PROBE_FRAMES,
                         help="hold-out: frames the seed search renders per candidate (default %(default)s)")
+    parser.add_argument("--denoise", type=float, default=RENDER_DENOISE,
+                        help="hold-out: the render's sampling strength (see `render --denoise`; default %(default)s)")
     parser.add_argument("--refiner", default=None,
                         help="hold-out: refine every generated crop with this SOVQAE file (from `fit CLIP --path "
                              "ladtalk --holdout` with the same hold-out); figures go to OUT/holdout_refined/")
@@ -121,7 +124,7 @@ def _run_render(args: argparse.Namespace) -> int:
         steps=args.steps, sampler=args.sampler, guidance=args.guidance, seed=args.seed,
         seed_candidates=args.seed_candidates, seed_probe_frames=args.seed_probe_frames,
         chunk_frames=args.chunk_frames, length_mode=args.length_mode, progressive=args.progressive,
-        face=int(args.face_choice) if args.face_choice.isdigit() else args.face_choice, fps=args.fps,
+        denoise=args.denoise, face=int(args.face_choice) if args.face_choice.isdigit() else args.face_choice, fps=args.fps,
         crf=args.crf, device=args.device, dtype=args.dtype, paste_region=args.paste_region,
         video_in_memory_mb=args.video_in_memory_mb,
     )
@@ -133,7 +136,7 @@ def _run_render(args: argparse.Namespace) -> int:
 
 
 def add_render_command(subparsers) -> None:
-    from .render import SEED_SEARCH_CANDIDATES, SEED_SEARCH_PROBE_FRAMES
+    from .render import RENDER_DENOISE, SEED_SEARCH_CANDIDATES, SEED_SEARCH_PROBE_FRAMES
     from .schedule import LENGTH_MODES
 
     parser = subparsers.add_parser("render", help="make the person in a photo or video say new speech")
@@ -154,6 +157,10 @@ def add_render_command(subparsers) -> None:
                              "the one whose mouth follows the landmarks best (default %(default)s, 1 = off)")
     parser.add_argument("--seed-probe-frames", type=int, default=SEED_SEARCH_PROBE_FRAMES,
                         help="frames the seed search renders per candidate (default %(default)s)")
+    parser.add_argument("--denoise", type=float, default=RENDER_DENOISE,
+                        help="sampling strength in (0, 1]: below 1 every frame starts from the first source frame "
+                             "noised to this level instead of pure noise, keeping its lips where the landmarks "
+                             "agree (default %(default)s)")
     parser.add_argument("--chunk-frames", type=int, default=16, help="frames per chunk (memory vs speed)")
     parser.add_argument("--length-mode", choices=LENGTH_MODES, default="pingpong",
                         help="when the audio is longer than the face video: play it back and forth, or loop")

@@ -201,20 +201,35 @@ def sample_latents(
     steps: int,
     *,
     callback: Callback | None = None,
+    init: torch.Tensor | None = None,
+    denoise_strength: float = 1.0,
 ) -> torch.Tensor:
     """Integrate from pure noise to a sample with ``scheduler``'s σ grid and its update rule.
 
     ``noise`` is standard normal (its device sets where sampling runs); ``scheduler`` comes from
     :func:`make_scheduler` (its class picks DDIM/Euler/DPM-Solver++(2M)). Returns float32 ``x0``.
     ``callback(step, steps, x0)`` runs after each step with the current clean estimate.
+
+    ``denoise_strength`` < 1 with an ``init`` sample (SDEdit, Meng et al. 2022; ComfyUI's KSampler "denoise"):
+    the grid of ``round(steps / denoise_strength)`` steps is cut to its last ``steps``, and sampling starts from
+    ``init + σ_start · noise``, so the sample keeps ``init``'s coarse layout where the model has no reason
+    to change it. ``denoise_strength`` = 1 ignores ``init``.
     """
     update = _UPDATES.get(type(scheduler).__name__)
     if update is None:
         raise LandmarkTalkError(
             f"scheduler {type(scheduler).__name__}: sample with one from make_scheduler({'/'.join(SAMPLERS)})"
         )
-    sigmas = _sampling_sigmas(scheduler, steps).tolist()
-    x = noise.float() * sigmas[0]
+    if not 0.0 < denoise_strength <= 1.0:
+        raise LandmarkTalkError(f"denoise {denoise_strength}: give a strength in (0, 1] (1 = start from pure noise)")
+    if denoise_strength < 1.0:
+        if init is None:
+            raise LandmarkTalkError(f"denoise {denoise_strength} < 1 needs an init sample to start from")
+        sigmas = _sampling_sigmas(scheduler, max(steps, int(round(steps / denoise_strength)))).tolist()[-(steps + 1):]
+        x = init.to(noise.device, torch.float32) + noise.float() * sigmas[0]
+    else:
+        sigmas = _sampling_sigmas(scheduler, steps).tolist()
+        x = noise.float() * sigmas[0]
     state: dict = {}
     for i in range(len(sigmas) - 1):
         sigma = torch.full((x.shape[0],), sigmas[i], dtype=torch.float32, device=x.device)

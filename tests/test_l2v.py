@@ -118,6 +118,42 @@ def test_landmark_inputs_draw_the_mouth_where_the_points_are():
     assert image[0, 0, int(eye[1]) - 1:int(eye[1]) + 2, int(eye[0]) - 1:int(eye[0]) + 2].max() > 0.2
 
 
+def test_finer_landmark_raster_is_folded_onto_the_latent_grid(tmp_path):
+    fine = replace(_SMALL, landmark_raster_scale=4)
+    assert fine.landmark_image_size == 32 and _SMALL.landmark_image_size == 8
+    model = _small_model(fine)
+    assert model.unet.config.in_channels == 3 * 3 + 3 * 16
+    # A lower lip moved by 1 crop pixel (a quarter of a latent cell): the latent-side raster barely changes,
+    # the fine one moves whole cells, and every fine cell reaches the UNet as a channel of its own.
+    points, _, _ = _inputs(1, opening=[0.5])
+    moved = points.copy()
+    moved[0, 54:60, 1] += 1.0
+    moved[0, 64:68, 1] += 1.0
+    coarse_a, coarse_b = (landmark_inputs(p, 32, 8)[0] for p in (points, moved))
+    fine_a, fine_b = (landmark_inputs(p, 32, 32)[0] for p in (points, moved))
+    assert fine_a.shape == (1, 3, 32, 32)
+    assert (fine_a - fine_b).abs().max() > 2 * (coarse_a - coarse_b).abs().max()
+    x = torch.randn(1, 3, 8, 8)
+    t = torch.tensor([500])
+    with torch.no_grad():
+        out = model(x, t, pose=x, identity=x, landmark_image=fine_a, landmark_points=torch.zeros(1, 68, 2))
+        assert out.shape == (1, 3, 8, 8)
+        # One fine pixel (inside a single latent cell) changes the prediction.
+        poked = fine_a.clone()
+        poked[0, 1, 17, 13] = 1.0 - poked[0, 1, 17, 13]
+        other = model(x, t, pose=x, identity=x, landmark_image=poked, landmark_points=torch.zeros(1, 68, 2))
+        assert (out - other).abs().max() > 1e-5
+    # The scale is part of the stored config; a render given the latent-side raster is refused by name.
+    loaded = load_l2v(save_checkpoint(model, tmp_path / "fine.safetensors", metadata={"latent_space": "avgpool4"}))
+    assert loaded.config.landmark_raster_scale == 4
+    z = torch.zeros(1, 3, 8, 8)
+    with pytest.raises(LandmarkTalkError, match=r"landmark_images must be \(1, 3, 32, 32\)"):
+        render_latents(loaded, _pool_codec(), pose=z, identity=z, landmark_images=coarse_a,
+                       landmark_points=torch.zeros(1, 68, 2), steps=1)
+    with pytest.raises(LandmarkTalkError, match="landmark_raster_scale 0"):
+        L2VDenoiser(replace(_SMALL, landmark_raster_scale=0))
+
+
 def test_pose_latents_hide_the_lower_face_only():
     identity_codec = callable_codec("pixels", lambda x: x, lambda z: z, channels=3, downscale=1)
     points, _, _ = _inputs(2, size=64)
@@ -230,3 +266,18 @@ def test_cuda_bf16_render_matches_cpu_fp32():
     gpu = _render(model.cuda(), codec, generator=torch.Generator().manual_seed(3), device="cuda", dtype=torch.bfloat16)
     assert gpu.device.type == "cuda" and gpu.dtype == torch.float32
     assert float((gpu.cpu() - cpu).abs().mean()) < 0.05 * float(cpu.abs().mean()) + 1e-3
+
+
+def test_partial_denoise_starts_every_frame_from_the_identity_reference():
+    model, codec = _small_model(), _pool_codec()
+    identity = torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(6))
+    seed = torch.Generator().manual_seed
+    full = _render(model, codec, generator=seed(1))
+    # At a small strength the sampler starts near the reference and the model only nudges it.
+    near = _render(model, codec, generator=seed(1), denoise=0.05)
+    assert (near - identity).abs().mean() < 0.2 * (full - identity).abs().mean()
+    # In between, the start is the reference noised to that level: same noise, another reference, another frame.
+    mid = _render(model, codec, generator=seed(1), denoise=0.5)
+    other = _render(model, codec, generator=seed(1), denoise=0.5, identity=identity + 1.0)
+    assert (mid - other).abs().mean() > 0.1
+    torch.testing.assert_close(_render(model, codec, generator=seed(1), denoise=1.0), full)

@@ -71,6 +71,10 @@ def test_encode_sample_decode_shapes_and_seeds(models, inputs, sampling):
     (other,) = sample(seed=8, **kwargs).result
     assert first["samples"].shape == (FRAMES, 4, 8, 8) and torch.isfinite(first["samples"]).all()
     assert torch.equal(first["samples"], again["samples"]) and not torch.equal(first["samples"], other["samples"])
+    # denoise below 1 starts from the identity latent: a small strength stays near it, the full one does not.
+    (near,) = sample(seed=7, denoise=0.02, **kwargs).result
+    gap = lambda out: float((out["samples"] - identity["samples"]).abs().mean())  # noqa: E731
+    assert gap(near) < 0.5 * gap(first)
     (faces,) = sampling.LandmarkTalkDecodeFaces.execute(codec=models["codec"], latents=first).result
     assert faces.shape == (FRAMES, 32, 32, 3) and 0 <= faces.min() and faces.max() <= 1
 

@@ -392,3 +392,38 @@ def test_video_writer_muxes_a_decoded_file_to_the_audio_length(tmp_path):
     assert decoded.path.is_file()  # the writer reads the file, it does not own it
     with pytest.raises(LandmarkTalkError, match="missing or empty"):
         VideoWriter(tmp_path / "x.mp4", fps=FPS, audio=replace(decoded, path=tmp_path / "gone.f32"))
+
+
+def test_denoise_strength_reaches_the_sampler_with_the_first_source_frame_as_start(tiny_models, monkeypatch):
+    """RenderSettings.denoise is passed to every chunk's sampling, which starts from the clip's identity
+    reference (the first source frame, encoded): at a small strength every frame's latent stays near it."""
+    import pipelines.models.l2v as l2v_module
+    from pipelines.face import align_faces
+    from pipelines.render import RenderSettings, _select_track, _to_model_images, render_talking_frames
+
+    audio = Audio(_speech(0.5), 16000)
+    points = _source_points(3)
+    frames = np.random.default_rng(4).integers(0, 255, (3, 64, 64, 3), dtype=np.uint8)
+    track = _synthetic_track(points)
+    seen = []
+    original = l2v_module.render_latents
+
+    def spy(*args, **kwargs):
+        out = original(*args, **kwargs)
+        seen.append((kwargs["denoise"], kwargs["identity"], out))
+        return out
+
+    monkeypatch.setattr(l2v_module, "render_latents", spy)
+    base = RenderSettings(steps=4, chunk_frames=4)
+
+    def distance_from_reference(settings) -> float:
+        seen.clear()
+        total = sum(map(len, render_talking_frames(tiny_models, frames, track, audio, FPS, settings)))
+        assert total == frame_count_for(audio.duration_s, FPS) and len(seen) == -(-total // 4)
+        assert all(d == settings.denoise for d, _, _ in seen)
+        size = tiny_models.l2v.config.image_size
+        first = align_faces(frames[:1], _select_track(track, np.array([0])), size)
+        torch.testing.assert_close(seen[0][1], tiny_models.codec.encode(_to_model_images(first, "cpu")))
+        return float(torch.cat([out - identity for _, identity, out in seen]).abs().mean())
+
+    assert distance_from_reference(replace(base, denoise=0.02)) < 0.2 * distance_from_reference(base)

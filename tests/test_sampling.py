@@ -138,3 +138,43 @@ def test_bad_names_are_refused_with_the_choices():
         make_scheduler("ddim", prediction_type="x")
     with pytest.raises(LandmarkTalkError, match="make_scheduler"):
         sample_latents(lambda x, s: x, torch.zeros(1, 1, 2, 2), make_scheduler("ddpm"), 3)
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_partial_denoise_starts_from_the_init_at_a_lower_noise_level(sampler):
+    """SDEdit: ``denoise_strength`` s < 1 runs the last ``steps`` of a ``steps / s`` grid from init + σ·noise."""
+    scheduler = make_scheduler(sampler)
+    init = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(3))
+    noise = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(4))
+    steps = 5
+
+    def sigmas_seen(strength):
+        seen, first = [], []
+
+        def record(x, sigma):
+            if not first:
+                first.append(x.clone())
+            seen.append(float(sigma[0]))
+            return x / (1 + sigma.view(-1, 1, 1, 1) ** 2)  # the exact denoiser of N(0, I) data
+        out = sample_latents(record, noise, scheduler, steps, init=init, denoise_strength=strength)
+        return out, seen, first[0]
+
+    full, full_sigmas, full_start = sigmas_seen(1.0)
+    torch.testing.assert_close(full_start, noise * full_sigmas[0])  # 1 = pure noise, init ignored
+    half, half_sigmas, half_start = sigmas_seen(0.5)
+    assert len(half_sigmas) == steps and half_sigmas == sorted(half_sigmas, reverse=True)
+    assert half_sigmas[0] < full_sigmas[0] / 5  # starts well below pure noise …
+    torch.testing.assert_close(half_start, init + noise * half_sigmas[0])  # … from the noised init
+    # A small strength keeps the init's layout; the full one forgets it.
+    low, _, _ = sigmas_seen(0.1)
+    assert torch.corrcoef(torch.stack([low.flatten(), init.flatten()]))[0, 1] > 0.9
+    assert abs(float(torch.corrcoef(torch.stack([full.flatten(), init.flatten()]))[0, 1])) < 0.2
+
+
+def test_partial_denoise_needs_an_init_and_a_strength_in_range():
+    noise = torch.zeros(1, 1, 2, 2)
+    with pytest.raises(LandmarkTalkError, match="needs an init"):
+        sample_latents(lambda x, s: x, noise, make_scheduler("ddim"), 3, denoise_strength=0.5)
+    for bad in (0.0, 1.5):
+        with pytest.raises(LandmarkTalkError, match=r"strength in \(0, 1\]"):
+            sample_latents(lambda x, s: x, noise, make_scheduler("ddim"), 3, init=noise, denoise_strength=bad)

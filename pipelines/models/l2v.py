@@ -4,13 +4,14 @@ A UNet (diffusers' ``UNet2DConditionModel``) denoises a face crop's latent given
 
 - ``pose``: the target frame with its lower face masked, encoded (head pose, background, upper face);
 - ``identity``: a reference frame of the same person (teeth, lips, skin), ≥ 60 frames away in training;
-- ``landmark_image``: the target landmarks rasterised straight at latent resolution (3 channels: face
-  outline/eyes/brows/nose lines, filled outer lips, filled inner mouth).
+- ``landmark_image``: the target landmarks rasterised without the codec (3 channels: face
+  outline/eyes/brows/nose lines, filled outer lips, filled inner mouth), at the latent side or, with
+  ``landmark_raster_scale`` s > 1, at s times it and pixel-unshuffled onto the latent grid.
 
 and, through cross-attention keys/values, tokens from an MLP over the 68 normalised landmark coordinates,
 optionally joined by audio feature tokens (DiffTalk's smoothed audio windows, already smoothed by the
-audio stage). The landmark image is rasterised at latent size instead of being encoded by the codec (the
-papers encode it): thin line drawings are far from what image autoencoders are trained on, a codec-free
+audio stage). The landmark image is rasterised onto the latent grid instead of being encoded by the codec
+(the papers encode it): thin line drawings are far from what image autoencoders are trained on, a codec-free
 map works unchanged with any codec (including a ComfyUI VAE), and it saves one encoder pass per frame.
 
 Landmark condition dropout (image zeroed, tokens replaced by learned null tokens) is trained so that
@@ -32,6 +33,7 @@ import cv2
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from ..errors import LandmarkTalkError
 
@@ -52,7 +54,9 @@ class L2VConfig:
     describe the codec it was trained with (latent side = ``image_size // downscale``).
     ``cross_attention`` flags, per UNet level, whether that level has cross-attention blocks.
     ``attention_heads`` is the number of heads per attention layer. ``audio_dim`` > 0 adds
-    ``audio_window`` audio tokens per frame.
+    ``audio_window`` audio tokens per frame. ``landmark_raster_scale`` s: the landmark image is drawn at
+    s × the latent side and folded into the latent grid by pixel-unshuffle (3·s² input channels), so the
+    lip outlines keep s times finer positions than an image drawn at the latent side (s = 1).
     """
 
     image_size: int = 128
@@ -71,6 +75,7 @@ class L2VConfig:
     landmark_hidden: int = 256
     audio_dim: int = 0
     audio_window: int = 0
+    landmark_raster_scale: int = 1
     prediction_type: str = "v_prediction"
     num_train_timesteps: int = 1000
     beta_schedule: str = "scaled_linear"
@@ -79,14 +84,21 @@ class L2VConfig:
     def latent_size(self) -> int:
         return self.image_size // self.downscale
 
+    @property
+    def landmark_image_size(self) -> int:
+        """Side of the landmark image the model takes (:func:`landmark_inputs`)."""
+        return self.latent_size * self.landmark_raster_scale
+
 
 L2V_PRESETS: dict[str, L2VConfig] = {
     # 128² crops (32² latents with an f = 4 codec), ~1 M parameters: trains on a CPU in minutes.
     "tiny": L2VConfig(),
     # Twice the width and two layers per block (~6 M parameters with TAEF2 latents): the `tiny` fit's L2V.
     # On a 3000-step CPU fit it reached a lower hold-out loss than `tiny` at 6000 steps and made the render
-    # depend far less on its noise seed (docs/RESULTS.md).
-    "small": L2VConfig(block_channels=(64, 128), layers_per_block=2),
+    # depend far less on its noise seed (docs/RESULTS.md). Its landmark image is drawn at 4× the latent side
+    # (2 crop pixels a cell with TAEF2's f = 8): lips placed to a pixel, not to an 8-pixel latent cell, cut the
+    # true-landmark render's mouth error on vretalking_face_1 from 1.20 to 0.88 px (docs/RESULTS.md).
+    "small": L2VConfig(block_channels=(64, 128), layers_per_block=2, landmark_raster_scale=4),
     # The papers' setting: 256² crops, 64² × 4 latents with an f = 4 codec.
     "base": L2VConfig(image_size=256, block_channels=(128, 256, 384, 512), cross_attention=(False, True, True, True),
                       layers_per_block=2, attention_heads=8, norm_groups=32, embed_dim=256, landmark_tokens=16,
@@ -122,7 +134,8 @@ class L2VDenoiser(nn.Module):
         down = tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in config.cross_attention)
         up = tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(config.cross_attention))
         self.unet = UNet2DConditionModel(
-            sample_size=config.latent_size, in_channels=3 * c + _LANDMARK_CHANNELS, out_channels=c,
+            sample_size=config.latent_size, in_channels=3 * c + _LANDMARK_CHANNELS * config.landmark_raster_scale ** 2,
+            out_channels=c,
             down_block_types=down, up_block_types=up, block_out_channels=config.block_channels,
             layers_per_block=config.layers_per_block, norm_num_groups=config.norm_groups, cross_attention_dim=d,
             attention_head_dim=config.attention_heads,  # diffusers' legacy name: this is the head count
@@ -151,6 +164,8 @@ class L2VDenoiser(nn.Module):
             raise LandmarkTalkError(f"l2v: prediction_type {config.prediction_type!r}; use 'epsilon' or 'v_prediction'")
         if bool(config.audio_dim) != bool(config.audio_window):
             raise LandmarkTalkError("l2v: set both audio_dim and audio_window (or neither)")
+        if config.landmark_raster_scale < 1:
+            raise LandmarkTalkError(f"l2v: landmark_raster_scale {config.landmark_raster_scale}; give 1 or more")
 
     def normalize_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Codec latents → the model's unit-scale latents."""
@@ -191,7 +206,8 @@ class L2VDenoiser(nn.Module):
     ) -> torch.Tensor:
         """The ε or v prediction [B, C, h, w] for normalised ``noisy`` latents at training ``timesteps`` [B].
 
-        ``pose``/``identity``: normalised latents [B, C, h, w]; ``landmark_image``: [B, 3, h, w] in 0..1;
+        ``pose``/``identity``: normalised latents [B, C, h, w]; ``landmark_image``: [B, 3, s·h, s·w] in 0..1
+        (s = ``landmark_raster_scale``);
         ``landmark_points``: [B, 68, 2] in -1..1; ``drop_condition``: bool [B], True drops the landmark
         (and audio) condition.
         """
@@ -199,6 +215,8 @@ class L2VDenoiser(nn.Module):
         if drop_condition is not None:
             landmark_image = landmark_image * (~drop_condition).to(landmark_image.dtype).view(b, 1, 1, 1)
         tokens = self.condition_tokens(landmark_points, audio, drop_condition)
+        # (s h) (s w) → (3 s s) h w: every fine raster cell keeps a channel of its own.
+        landmark_image = F.pixel_unshuffle(landmark_image, self.config.landmark_raster_scale)
         x = torch.cat([noisy, pose, identity, landmark_image.to(noisy.dtype)], dim=1)
         timesteps = torch.as_tensor(timesteps, device=noisy.device).expand(b)
         return self.unet(x, timesteps, encoder_hidden_states=tokens).sample
@@ -269,15 +287,16 @@ def _rasterize_landmarks(points: np.ndarray, crop_size: int, size: int) -> np.nd
     return out
 
 
-def landmark_inputs(landmarks_px, crop_size: int, latent_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The landmark condition: (image [T, 3, latent, latent] in 0..1, coordinates [T, 68, 2] in -1..1).
+def landmark_inputs(landmarks_px, crop_size: int, image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The landmark condition: (image [T, 3, image_size, image_size] in 0..1, coordinates [T, 68, 2] in -1..1).
 
-    ``landmarks_px``: [T, 68, 2] in pixels of a ``crop_size``² crop (iBUG order).
+    ``landmarks_px``: [T, 68, 2] in pixels of a ``crop_size``² crop (iBUG order); ``image_size``: the
+    model's :attr:`L2VConfig.landmark_image_size`.
     """
     from ..face.raster import landmark_coordinates
 
     points = _as_points(landmarks_px)
-    image = torch.from_numpy(_rasterize_landmarks(points, crop_size, latent_size))
+    image = torch.from_numpy(_rasterize_landmarks(points, crop_size, image_size))
     return image, torch.from_numpy(landmark_coordinates(points, crop_size, signed=True))
 
 
@@ -321,6 +340,7 @@ def render_latents(
     chunk_size: int = 16,
     progressive: float = 0.0,
     previous: torch.Tensor | None = None,
+    denoise: float = 1.0,
     callback: Callable[[int, int, torch.Tensor], None] | None = None,
     device: str | torch.device | None = None,
     dtype: torch.dtype = torch.float32,
@@ -329,7 +349,7 @@ def render_latents(
 
     - ``pose`` [T, C, h, w]: codec latents of the masked frames (:func:`encode_pose_latents`);
       ``identity`` [1 or T, C, h, w]: codec latents of the reference frame(s);
-      ``landmark_images`` [T, 3, h, w], ``landmark_points`` [T, 68, 2]: from :func:`landmark_inputs`;
+      ``landmark_images`` [T, 3, s·h, s·w], ``landmark_points`` [T, 68, 2]: from :func:`landmark_inputs`;
       ``audio`` [T, W, D] when the model takes audio tokens.
     - ``noise`` [C, h, w]: the initial noise every frame shares (temporal coherence); drawn from
       ``generator`` (CPU) when not given. Pass the same ``noise`` to every call of a streamed clip.
@@ -338,6 +358,9 @@ def render_latents(
       ``(1 - p) * identity + p * previous``, where ``previous`` is the last frame generated before the
       chunk (with ``chunk_size=1`` and ``p=1`` exactly "reference of frame i+1 = generated frame i").
       ``previous`` [1, C, h, w] carries it across calls (pass ``out[-1:]`` of the last call).
+    - ``denoise`` in (0, 1]: below 1 each frame's sampling starts from its identity reference (after the
+      progressive mix) noised to that strength instead of pure noise (:func:`pipelines.sampling.sample_latents`):
+      the reference's lips are kept where the landmarks ask for no change, and redrawn where they do.
     - ``callback(step, total, x0)`` counts steps over all chunks; raise from it to cancel.
     - ``device``/``dtype``: where and how the model runs (bf16 → ``torch.autocast``; state stays fp32).
     """
@@ -348,8 +371,9 @@ def render_latents(
     device = torch.device(device) if device is not None else next(model.parameters()).device
     frames = pose.shape[0]
     latent_shape = (config.latent_channels, config.latent_size, config.latent_size)
+    raster = config.landmark_image_size
     checks = {"pose": (pose, latent_shape),
-              "landmark_images": (landmark_images, (_LANDMARK_CHANNELS,) + latent_shape[1:]),
+              "landmark_images": (landmark_images, (_LANDMARK_CHANNELS, raster, raster)),
               "landmark_points": (landmark_points, (_NUM_POINTS, 2))}
     for name, (value, shape) in checks.items():
         if tuple(value.shape) != (frames, *shape):
@@ -384,7 +408,7 @@ def render_latents(
         if audio is not None:
             conditions["audio"] = audio[part].to(device, torch.float32)
 
-        def denoise(x, sigma, drop, conditions=conditions):
+        def denoise_fn(x, sigma, drop, conditions=conditions):
             repeat = x.shape[0] // n  # 2 when guidance doubles the batch
             batch = {k: torch.cat([v] * repeat) for k, v in conditions.items()}
             return denoiser(x, sigma, drop_condition=drop, **batch)
@@ -393,8 +417,8 @@ def render_latents(
             if callback is not None:
                 callback(offset + step, total, x0)
 
-        x = sample_latents(guided_denoiser(denoise, guidance), noise.expand(n, *latent_shape), scheduler, steps,
-                           callback=chunk_callback)
+        x = sample_latents(guided_denoiser(denoise_fn, guidance), noise.expand(n, *latent_shape), scheduler, steps,
+                           callback=chunk_callback, init=conditions["identity"], denoise_strength=denoise)
         x = model.denormalize_latents(x)
         out.append(x)
         previous = x[-1:]

@@ -95,7 +95,7 @@ class L2VTask:
                 rows = np.concatenate([rows, originals])
             logger.info("l2v: encoded %d frames of %s into %s (%d warped copies)", len(latents), cache.source,
                         codec.name, len(latents) - len(crops))
-            landmark_image, coords = landmark_inputs(points, size, latent)
+            landmark_image, coords = landmark_inputs(points, size, config.landmark_image_size)
             # Loss weights at latent resolution: the masked lower face is what the model must invent from
             # the landmarks (the rest is in the pose latent), and it is a small share of the crop, so a
             # plain MSE spends most of a short CPU fit on copying the upper face.
@@ -227,6 +227,9 @@ def add_task_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-size", type=int, default=None, help="override the preset's crop side")
     parser.add_argument("--prediction-type", choices=["v_prediction", "epsilon"], default=None,
                         help="what the UNet predicts (default: the preset's, v_prediction)")
+    parser.add_argument("--landmark-raster-scale", type=int, default=None,
+                        help="draw the landmark image at this many times the latent side, pixel-unshuffled onto "
+                             "the latent grid (default: the preset's)")
     parser.add_argument("--init", default=None, help="continue from this L2V checkpoint (same codec)")
     parser.add_argument("--reference-gap", type=int, default=60, help="min frames between target and reference")
     parser.add_argument("--condition-dropout", type=float, default=0.1,
@@ -257,6 +260,8 @@ def build_training(args: argparse.Namespace):
             overrides["image_size"] = args.image_size
         if args.prediction_type:
             overrides["prediction_type"] = args.prediction_type
+        if args.landmark_raster_scale:
+            overrides["landmark_raster_scale"] = args.landmark_raster_scale
         config = replace(config, **overrides)
     task = L2VTask(caches, args.holdout, codec, config, reference_gap=args.reference_gap,
                    condition_dropout=args.condition_dropout, mouth_weight=args.mouth_weight,
