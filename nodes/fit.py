@@ -12,7 +12,7 @@ from comfy_api.latest import io
 from ..pipelines.errors import LandmarkTalkError
 from ..pipelines.fit import FIT_PRESETS, fit_person
 from ..pipelines.holdout import evaluate_holdout
-from ..pipelines.render import SEED_SEARCH_CANDIDATES
+from ..pipelines.render import RENDER_DENOISE, SEED_SEARCH_CANDIDATES
 from ._convert import NodeProgress, input_file_path, input_files
 from .models_folder import FOLDER_NAME, model_folder
 
@@ -61,9 +61,10 @@ class LandmarkTalkFit(io.ComfyNode):
             record = fit_person(input_file_path(clip, "clip"), out_dir, preset=preset, holdout=holdout,
                                 steps=steps or None, seed=seed, progress=lambda model, step, total: progress(step, total))
         if holdout > 0:
-            # Scored as Render Talking Video renders by default: with its seed search.
+            # Scored as Render Talking Video renders by default: with its seed search and sampling strength.
             record["holdout_report"] = str(evaluate_holdout(out_dir, seeds=holdout_seeds,
-                                                            seed_candidates=SEED_SEARCH_CANDIDATES, progress=progress))
+                                                            seed_candidates=SEED_SEARCH_CANDIDATES,
+                                                            denoise=RENDER_DENOISE, progress=progress))
         trained = [f"{kind} {seconds:.0f} s" for kind, seconds in record["seconds"].items()] or ["nothing left to train"]
         summary = [f"models/{FOLDER_NAME}/{name}/", *trained, "press R to list them in the loaders"]
         return io.NodeOutput(json.dumps(record, indent=1), ui={"landmarktalk_summary": summary})

@@ -40,8 +40,8 @@ SPEAKER_FILE = "speaker.npy"
 SEED_SEARCH_CANDIDATES = 8
 SEED_SEARCH_PROBE_FRAMES = 16
 # The sampling strength the CLI and the Render node use by default (RenderSettings' own default, 1, starts
-# from pure noise): measured in docs/RESULTS.md ("Starting from the reference").
-RENDER_DENOISE = 1.0
+# from pure noise): measured in docs/RESULTS.md ("A finer landmark image, and starting from the reference").
+RENDER_DENOISE = 0.4
 _PHOTO_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 
 

@@ -13,6 +13,7 @@ import pytest
 from pipelines.cli import main as cli_main
 from pipelines.errors import LandmarkTalkError
 from pipelines.media import probe_media, read_audio, read_video, write_video
+from pipelines.render import RENDER_DENOISE
 from pipelines.types import Audio, frame_count_for
 from shared_media import SHARED_DATA, SKIP_REASON
 
@@ -46,6 +47,9 @@ def test_fit_writes_every_model_and_a_record(fitted):
     config = load_checkpoint(models / "l2v.safetensors", "l2v").config
     assert (config.block_channels, config.layers_per_block) == ((64, 128), 2) == (
         L2V_PRESETS["small"].block_channels, L2V_PRESETS["small"].layers_per_block)
+    # … with its landmark image drawn at 4× the latent side ("A finer landmark image")
+    assert config.landmark_raster_scale == 4 == L2V_PRESETS["small"].landmark_raster_scale
+    assert config.landmark_image_size == 4 * config.latent_size
 
 
 @pytest.mark.parametrize("speech, seconds", [("tts_en_22k.wav", 3.0), ("bus_chinese.wav", 3.376)])
@@ -218,6 +222,7 @@ def test_fit_with_holdout_scores_the_tail_beside_both_baselines(fitted, tmp_path
     # The CLI searches 8 seeds per run (the whole 10-frame tail is the probe), ours and the true-landmark render alike.
     assert set(report["metrics"]) == {"ours", "still", "gt_landmarks"} and report["seeds"] == [0, 8]
     assert report["seed_candidates"] == 8 and caplog.text.count("seed search over 10 probe frames") == 4
+    assert report["denoise"] == RENDER_DENOISE == 0.4  # the CLI's default strength, as `render` uses
     for name, metrics in report["metrics"].items():
         assert 0 < metrics["psnr"] < 100 and 0 < metrics["ssim"] <= 1, name
         info = probe_media(models / "holdout" / f"{name}.mp4")

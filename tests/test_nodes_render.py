@@ -136,6 +136,7 @@ def test_fit_trains_into_a_named_model_folder(scratch, monkeypatch):
     assert json.loads(out.result[0])["holdout_report"] == "report.json" and calls["holdout"] == 0.2
     # scored as the Render node renders (with its seed search), once per asked-for run
     assert scored["models_dir"] == calls["out_dir"] and scored["seeds"] == 3 and scored["seed_candidates"] == fit.SEED_SEARCH_CANDIDATES == 8
+    assert scored["denoise"] == fit.RENDER_DENOISE == 0.4
 
 
 def test_fit_trains_with_autograd_although_comfyui_runs_nodes_in_inference_mode(scratch, monkeypatch):
