@@ -75,7 +75,8 @@ class LandmarkTalkRender(io.ComfyNode):
                                    refiner=sovqae.model if sovqae is not None else None)
         settings = RenderSettings(steps=steps, sampler=sampler, guidance=guidance, seed=seed,
                                   seed_candidates=seed_candidates, chunk_frames=chunk_frames,
-                                  length_mode=length_mode, progressive=progressive, denoise=denoise, fps=fps or None, device=str(device),
+                                  length_mode=length_mode, progressive=progressive, denoise=denoise, fps=fps or None,
+                                  device=str(device),
                                   dtype=str(compute_dtype(device)).removeprefix("torch."))
         path, filename, subfolder = output_file_path(filename_prefix, ".mp4")
         # render_video writes to a temporary file and renames it at the end: Cancel leaves no partial file.

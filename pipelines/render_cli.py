@@ -123,8 +123,8 @@ def _run_render(args: argparse.Namespace) -> int:
     settings = RenderSettings(
         steps=args.steps, sampler=args.sampler, guidance=args.guidance, seed=args.seed,
         seed_candidates=args.seed_candidates, seed_probe_frames=args.seed_probe_frames,
-        chunk_frames=args.chunk_frames, length_mode=args.length_mode, progressive=args.progressive,
-        denoise=args.denoise, face=int(args.face_choice) if args.face_choice.isdigit() else args.face_choice, fps=args.fps,
+        chunk_frames=args.chunk_frames, length_mode=args.length_mode, progressive=args.progressive, denoise=args.denoise,
+        face=int(args.face_choice) if args.face_choice.isdigit() else args.face_choice, fps=args.fps,
         crf=args.crf, device=args.device, dtype=args.dtype, paste_region=args.paste_region,
         video_in_memory_mb=args.video_in_memory_mb,
     )
