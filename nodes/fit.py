@@ -12,7 +12,7 @@ from comfy_api.latest import io
 from ..pipelines.errors import LandmarkTalkError
 from ..pipelines.fit import FIT_PRESETS, fit_person
 from ..pipelines.holdout import evaluate_holdout
-from ..pipelines.render import RENDER_DENOISE, SEED_SEARCH_CANDIDATES
+from ..pipelines.render import RENDER_CENTER_MOTION, RENDER_DENOISE, RENDER_MOTION_SCALE, SEED_SEARCH_CANDIDATES
 from ._convert import NodeProgress, input_file_path, input_files
 from .models_folder import FOLDER_NAME, model_folder
 
@@ -64,7 +64,8 @@ class LandmarkTalkFit(io.ComfyNode):
             # Scored as Render Talking Video renders by default: with its seed search and sampling strength.
             record["holdout_report"] = str(evaluate_holdout(out_dir, seeds=holdout_seeds,
                                                             seed_candidates=SEED_SEARCH_CANDIDATES,
-                                                            denoise=RENDER_DENOISE, progress=progress))
+                                                            denoise=RENDER_DENOISE, motion_scale=RENDER_MOTION_SCALE,
+                                                            center_motion=RENDER_CENTER_MOTION, progress=progress))
         trained = [f"{kind} {seconds:.0f} s" for kind, seconds in record["seconds"].items()] or ["nothing left to train"]
         summary = [f"models/{FOLDER_NAME}/{name}/", *trained, "press R to list them in the loaders"]
         return io.NodeOutput(json.dumps(record, indent=1), ui={"landmarktalk_summary": summary})

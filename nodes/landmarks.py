@@ -8,6 +8,7 @@ from comfy_api.latest import io
 from ..pipelines.audio import smooth_landmark_track
 from ..pipelines.errors import LandmarkTalkError
 from ..pipelines.models.a2l import predict_landmarks
+from ..pipelines.render import RENDER_CENTER_MOTION, RENDER_MOTION_SCALE
 from ._convert import models_on_device
 from ._types import A2LModelType, AudioFeaturesType, LandmarksType, SpeakerType
 
@@ -29,17 +30,25 @@ class LandmarkTalkPredictLandmarks(io.ComfyNode):
                                                         "one per output frame for a video (its head pose is kept)."),
                 SpeakerType.Input("speaker", tooltip="Voice identity: Load A2L Model's fitted_speaker (the fitted "
                                                     "person) or Speaker Embedding of another voice."),
+                io.Float.Input("motion_scale", default=RENDER_MOTION_SCALE, min=0.0, max=2.0, step=0.05,
+                               tooltip="Scale of the predicted mouth motion: 1 = as A2L predicts it, 0 = the "
+                                       "reference's median mouth held still."),
+                io.Boolean.Input("center_motion", default=RENDER_CENTER_MOTION,
+                                 tooltip="With a video reference: centre the predicted mouth motion on the video's "
+                                         "median mouth (a one-frame reference is never centred)."),
             ],
             outputs=[LandmarksType.Output("landmarks", tooltip="One landmark frame per audio frame, in the reference's crop.")],
         )
 
     @classmethod
-    def execute(cls, a2l, features, reference, speaker) -> io.NodeOutput:
+    def execute(cls, a2l, features, reference, speaker, motion_scale=RENDER_MOTION_SCALE,
+                center_motion=RENDER_CENTER_MOTION) -> io.NodeOutput:
         if speaker is None:
             raise LandmarkTalkError("speaker: the A2L model has no fitted voice (speaker.npy) beside it; "
                                     "connect Speaker Embedding instead")
         models_on_device(a2l)
-        return io.NodeOutput(predict_landmarks(a2l.model, features, reference, speaker))
+        return io.NodeOutput(predict_landmarks(a2l.model, features, reference, speaker, motion_scale=motion_scale,
+                                               center_motion=center_motion))
 
 
 class LandmarkTalkSmoothLandmarks(io.ComfyNode):

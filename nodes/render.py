@@ -4,7 +4,8 @@ from __future__ import annotations
 from comfy_api.latest import InputImpl, io, ui
 
 from ..pipelines.render import (
-    RENDER_DENOISE, SEED_SEARCH_CANDIDATES, SEED_SEARCH_PROBE_FRAMES, RenderSettings, TalkingHeadModels, render_video,
+    RENDER_CENTER_MOTION, RENDER_DENOISE, RENDER_MOTION_SCALE, SEED_SEARCH_CANDIDATES, SEED_SEARCH_PROBE_FRAMES,
+    RenderSettings, TalkingHeadModels, render_video,
 )
 from ..pipelines.sampling import SAMPLERS
 from ..pipelines.schedule import LENGTH_MODES
@@ -51,6 +52,12 @@ class LandmarkTalkRender(io.ComfyNode):
                                tooltip="Sampling strength: below 1 every frame starts from the first face frame "
                                        "noised to this level instead of pure noise (keeps its lips where the "
                                        "landmarks agree); 1 = from pure noise."),
+                io.Float.Input("motion_scale", default=RENDER_MOTION_SCALE, min=0.0, max=2.0, step=0.05,
+                               tooltip="Scale of the predicted mouth motion: 1 = as A2L predicts it, 0 = the face "
+                                       "video's median mouth held still."),
+                io.Boolean.Input("center_motion", default=RENDER_CENTER_MOTION,
+                                 tooltip="Centre the predicted mouth motion on the face video's median mouth "
+                                         "(a photo is never centred)."),
                 io.Int.Input("chunk_frames", default=16, min=1, max=256,
                              tooltip="Frames per chunk: memory and Cancel granularity."),
                 io.Combo.Input("length_mode", options=list(LENGTH_MODES), default="pingpong",
@@ -67,7 +74,8 @@ class LandmarkTalkRender(io.ComfyNode):
     @classmethod
     def execute(cls, face, audio, a2l, l2v, codec, speaker=None, sovqae=None, seed=0,
                 seed_candidates=SEED_SEARCH_CANDIDATES, steps=20, sampler="dpmpp_2m", guidance=1.0,
-                progressive=0.0, denoise=RENDER_DENOISE, chunk_frames=16, length_mode="pingpong", fps=0.0,
+                progressive=0.0, denoise=RENDER_DENOISE, motion_scale=RENDER_MOTION_SCALE,
+                center_motion=RENDER_CENTER_MOTION, chunk_frames=16, length_mode="pingpong", fps=0.0,
                 filename_prefix="video/LandmarkTalk") -> io.NodeOutput:
         face_path, audio_path = input_file_path(face, "face"), input_file_path(audio, "audio")
         device = models_on_device(a2l, l2v, codec.patcher, *([sovqae] if sovqae is not None else []))
@@ -75,7 +83,8 @@ class LandmarkTalkRender(io.ComfyNode):
                                    refiner=sovqae.model if sovqae is not None else None)
         settings = RenderSettings(steps=steps, sampler=sampler, guidance=guidance, seed=seed,
                                   seed_candidates=seed_candidates, chunk_frames=chunk_frames,
-                                  length_mode=length_mode, progressive=progressive, denoise=denoise, fps=fps or None,
+                                  length_mode=length_mode, progressive=progressive, denoise=denoise,
+                                  motion_scale=motion_scale, center_motion=center_motion, fps=fps or None,
                                   device=str(device),
                                   dtype=str(compute_dtype(device)).removeprefix("torch."))
         path, filename, subfolder = output_file_path(filename_prefix, ".mp4")

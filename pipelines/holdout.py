@@ -112,6 +112,8 @@ def evaluate_holdout(
     seed_candidates: int = 1,
     seed_probe_frames: int = SEED_SEARCH_PROBE_FRAMES,
     denoise: float = 1.0,
+    motion_scale: float = 1.0,
+    center_motion: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> Path:
     """Render and score the held-out tail of the clip a ``fit --holdout`` was run on; returns holdout.json.
@@ -125,6 +127,8 @@ def evaluate_holdout(
     ``seed_candidates``, ``seed_probe_frames``: the render's seed search (:class:`pipelines.render.RenderSettings`);
     each of the ``seeds`` runs then searches its own candidates (``seed + i × seed_candidates`` onwards), and
     the true-landmark render searches with the true landmarks.
+    ``denoise``, ``motion_scale``, ``center_motion``: as in :class:`pipelines.render.RenderSettings` (the
+    motion is centred on the tail's own median mouth: the tail is the face video the render is given).
     """
     if seeds < 1:
         raise LandmarkTalkError(f"--holdout-seeds {seeds}: give 1 or more")
@@ -148,7 +152,8 @@ def evaluate_holdout(
     out = Path(out_dir) if out_dir else Path(models_dir) / ("holdout_refined" if refiner else "holdout")
     out.mkdir(parents=True, exist_ok=True)
     settings = RenderSettings(steps=steps, seed=seed, seed_candidates=seed_candidates,
-                              seed_probe_frames=seed_probe_frames, denoise=denoise)
+                              seed_probe_frames=seed_probe_frames, denoise=denoise, motion_scale=motion_scale,
+                              center_motion=center_motion)
     seed_list = [seed + index * seed_candidates for index in range(seeds)]
     truth_landmarks = replace(crop_landmarks(tail_track, size), fps=fps)
     first_crop = align_faces(tail[:1], _select_track(tail_track, np.array([0])), size)
@@ -197,7 +202,8 @@ def evaluate_holdout(
     figures = {name: _mean_figures(runs) for name, runs in scored.items()}
     summary = {"clip": str(clip), "fps": fps, "eval_crop_size": EVAL_CROP_SIZE,
                "holdout_frames": int(total - cut), "train_frames": int(cut),
-               "render_steps": steps, "denoise": denoise, "refiner": str(Path(refiner).resolve()) if refiner else None,
+               "render_steps": steps, "denoise": denoise,
+               "motion_scale": motion_scale, "center_motion": center_motion, "refiner": str(Path(refiner).resolve()) if refiner else None,
                "seeds": seed_list, "seed_candidates": seed_candidates,
                "seed_probe_frames": seed_probe_frames if seed_candidates > 1 else None,
                "metrics": figures, "skipped": skipped}

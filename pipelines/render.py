@@ -42,6 +42,11 @@ SEED_SEARCH_PROBE_FRAMES = 16
 # The sampling strength the CLI and the Render node use by default (RenderSettings' own default, 1, starts
 # from pure noise): measured in docs/RESULTS.md ("A finer landmark image, and starting from the reference").
 RENDER_DENOISE = 0.4
+# How A2L's mouth motion is shaped by the CLI and the Render node (RenderSettings' own defaults leave it as
+# predicted): centred on the face video's median mouth and scaled by 0.75. Chosen on an inner split of the
+# training part, checked on the held-out tails: docs/RESULTS.md, "Centring A2L's motion".
+RENDER_MOTION_SCALE = 0.75
+RENDER_CENTER_MOTION = True
 _PHOTO_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 
 
@@ -65,6 +70,11 @@ class RenderSettings:
     # Sampling strength: below 1 every frame starts from the identity reference (the first source frame)
     # noised to this level rather than from pure noise (SDEdit), keeping its lips where the landmarks agree.
     denoise: float = 1.0
+    # A2L's predicted mouth motion: with ``center_motion`` (a face video only; a photo has no mouth motion
+    # of its own to centre on) its mean over the render is moved onto the video's median mouth, then it is
+    # scaled by ``motion_scale`` (1 = as predicted, 0 = the median mouth held still).
+    motion_scale: float = 1.0
+    center_motion: bool = False
     face: str | int = "largest"
     fps: float | None = None
     crf: int = 18
@@ -164,12 +174,16 @@ def _to_model_images(crops: np.ndarray, device) -> torch.Tensor:
 
 def _stream_clip_landmarks(
     models: TalkingHeadModels, audio: "Audio | AudioFile", reference: Landmarks, fps: float, *,
-    schedule: np.ndarray | None = None, window_frames: int = 1500,
+    schedule: np.ndarray | None = None, window_frames: int = 1500, motion_scale: float = 1.0,
+    center_motion: bool = False,
 ) -> Iterator[Landmarks]:
-    """A2L landmarks for consecutive output frames, ``window_frames`` of audio features at a time."""
+    """A2L landmarks for consecutive output frames, ``window_frames`` of audio features at a time.
+
+    ``center_motion`` (only where the reference has more than one frame) runs A2L over the speech twice:
+    once for the mean of its motion, once to place the centred motion."""
     from .audio import compute_speaker_embedding
     from .audio.features import iter_audio_features
-    from .models.a2l import stream_landmarks
+    from .models.a2l import mean_landmark_motion, stream_landmarks
 
     config = models.a2l.config
     num_frames = frame_count_for(audio.duration_s, fps)
@@ -178,14 +192,24 @@ def _stream_clip_landmarks(
         whole = audio if isinstance(audio, Audio) else Audio(audio.read(0, audio.num_samples), audio.sample_rate)
         speaker = compute_speaker_embedding(whole, method=config.speaker_method)
         del whole
-    features = iter_audio_features(audio, fps, window=config.feature_window, kind=config.feature_kind,
+
+    def features():
+        return iter_audio_features(audio, fps, window=config.feature_window, kind=config.feature_kind,
                                    num_frames=num_frames, window_frames=window_frames)
-    return stream_landmarks(models.a2l, features, reference, speaker, schedule=schedule)
+
+    offset = None
+    if center_motion and len(reference) > 1:
+        offset = mean_landmark_motion(models.a2l, features(), reference, speaker, schedule=schedule)
+    return stream_landmarks(models.a2l, features(), reference, speaker, schedule=schedule, motion_scale=motion_scale,
+                            motion_offset=offset)
 
 
-def predict_clip_landmarks(models: TalkingHeadModels, audio: Audio, reference: Landmarks, fps: float) -> Landmarks:
-    """A2L landmarks for every output frame, placed on ``reference`` (one frame or one per output frame)."""
-    parts = list(_stream_clip_landmarks(models, audio, reference, fps))
+def predict_clip_landmarks(models: TalkingHeadModels, audio: Audio, reference: Landmarks, fps: float, *,
+                           motion_scale: float = 1.0, center_motion: bool = False) -> Landmarks:
+    """A2L landmarks for every output frame, placed on ``reference`` (one frame or one per output frame);
+    ``motion_scale``, ``center_motion``: as in :class:`RenderSettings`."""
+    parts = list(_stream_clip_landmarks(models, audio, reference, fps, motion_scale=motion_scale,
+                                        center_motion=center_motion))
     return Landmarks(points=np.concatenate([part.points for part in parts]), crop_size=reference.crop_size,
                      fps=parts[0].fps)
 
@@ -235,6 +259,11 @@ def render_talking_frames(
                                 "probe frames; give 1 or more of each (1 candidate = no search)")
     if settings.length_mode not in LENGTH_MODES:
         raise LandmarkTalkError(f"length mode {settings.length_mode!r}: choose one of {', '.join(LENGTH_MODES)}")
+    # Checked here, before any audio is read or frame sampled, rather than deep in the sampler or A2L.
+    if not 0.0 < settings.denoise <= 1.0:
+        raise LandmarkTalkError(f"denoise {settings.denoise}: give a sampling strength in (0, 1], e.g. {RENDER_DENOISE}")
+    if not 0.0 <= settings.motion_scale <= 2.0:
+        raise LandmarkTalkError(f"motion scale {settings.motion_scale}: give a factor in [0, 2], e.g. {RENDER_MOTION_SCALE}")
     total = frame_count_for(audio.duration_s, fps)
     if total < 1:
         raise LandmarkTalkError(
@@ -255,7 +284,8 @@ def render_talking_frames(
             raise LandmarkTalkError(f"landmark chunk of {settings.landmark_chunk_frames} frames: give 1 or more")
         reference = Landmarks(points=source_points, crop_size=size, fps=fps)
         windows = _stream_clip_landmarks(models, audio, reference, fps, schedule=schedule,
-                                         window_frames=settings.landmark_chunk_frames)
+                                         window_frames=settings.landmark_chunk_frames,
+                                         motion_scale=settings.motion_scale, center_motion=settings.center_motion)
     else:
         if len(landmarks) != total or landmarks.crop_size != size:
             raise LandmarkTalkError(
@@ -503,6 +533,8 @@ def render_video(
     with tempfile.TemporaryDirectory(prefix="landmarktalk-frames-") as spill:
         if pose_video is not None:
             frames, fps = _photo_with_head_motion(face, Path(pose_video), settings, size)
+            # Every frame is the photo's mouth moved: there is no mouth motion to centre on.
+            settings = replace(settings, center_motion=False)
             track = track_face(frames, fps=fps, crop_size=size, face=settings.face, source=str(face))
         elif _decoded_mb(face, settings.fps) > settings.video_in_memory_mb:
             frames, fps, track = _spill_and_track(face, settings, size, Path(spill))

@@ -46,8 +46,8 @@ def _run_fit(args: argparse.Namespace) -> int:
 
         report = evaluate_holdout(args.out, steps=args.render_steps, refiner=args.refiner, seeds=args.holdout_seeds,
                                   seed_candidates=args.seed_candidates, seed_probe_frames=args.seed_probe_frames,
-                                  denoise=args.denoise,
-                                  progress=_bar("holdout render", "frame"))
+                                  denoise=args.denoise, motion_scale=args.motion_scale,
+                                  center_motion=args.center_motion, progress=_bar("holdout render", "frame"))
         logger.info("hold-out figures written to %s", report)
     return 0
 
@@ -92,6 +92,7 @@ def add_fit_command(subparsers) -> None:
                         help="hold-out: frames the seed search renders per candidate (default %(default)s)")
     parser.add_argument("--denoise", type=float, default=RENDER_DENOISE,
                         help="hold-out: the render's sampling strength (see `render --denoise`; default %(default)s)")
+    _add_motion_arguments(parser, "hold-out: ")
     parser.add_argument("--refiner", default=None,
                         help="hold-out: refine every generated crop with this SOVQAE file (from `fit CLIP --path "
                              "ladtalk --holdout` with the same hold-out); figures go to OUT/holdout_refined/")
@@ -124,6 +125,7 @@ def _run_render(args: argparse.Namespace) -> int:
         steps=args.steps, sampler=args.sampler, guidance=args.guidance, seed=args.seed,
         seed_candidates=args.seed_candidates, seed_probe_frames=args.seed_probe_frames,
         chunk_frames=args.chunk_frames, length_mode=args.length_mode, progressive=args.progressive, denoise=args.denoise,
+        motion_scale=args.motion_scale, center_motion=args.center_motion,
         face=int(args.face_choice) if args.face_choice.isdigit() else args.face_choice, fps=args.fps,
         crf=args.crf, device=args.device, dtype=args.dtype, paste_region=args.paste_region,
         video_in_memory_mb=args.video_in_memory_mb,
@@ -133,6 +135,17 @@ def _run_render(args: argparse.Namespace) -> int:
                        progress=_bar("render", "frame"))
     logger.info("wrote %s", Path(out))
     return 0
+
+
+def _add_motion_arguments(parser: argparse.ArgumentParser, prefix: str = "") -> None:
+    from .render import RENDER_CENTER_MOTION, RENDER_MOTION_SCALE
+
+    parser.add_argument("--motion-scale", type=float, default=RENDER_MOTION_SCALE,
+                        help=prefix + "scale of A2L's mouth motion in [0, 2]: 1 = as predicted, 0 = the face video's "
+                             "median mouth held still (default %(default)s)")
+    parser.add_argument("--no-center-motion", dest="center_motion", action="store_false", default=RENDER_CENTER_MOTION,
+                        help=prefix + "keep A2L's motion as predicted instead of centring it on the face video's "
+                             "median mouth (a photo is never centred)")
 
 
 def add_render_command(subparsers) -> None:
@@ -161,6 +174,7 @@ def add_render_command(subparsers) -> None:
                         help="sampling strength in (0, 1]: below 1 every frame starts from the first source frame "
                              "noised to this level instead of pure noise, keeping its lips where the landmarks "
                              "agree (default %(default)s)")
+    _add_motion_arguments(parser)
     parser.add_argument("--chunk-frames", type=int, default=16, help="frames per chunk (memory vs speed)")
     parser.add_argument("--length-mode", choices=LENGTH_MODES, default="pingpong",
                         help="when the audio is longer than the face video: play it back and forth, or loop")

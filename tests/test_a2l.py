@@ -156,6 +156,36 @@ def test_chunked_prediction_matches_one_pass():
     assert np.abs(whole.points - points[:1]).max() > 0.01  # the heads really act
 
 
+def test_motion_scale_and_centring():
+    """motion_scale scales the predicted motion about the start shape; center_motion (a video reference)
+    moves its mean over the clip onto the start shape, and leaves a photo's motion alone."""
+    model = _tiny()
+    with torch.no_grad():
+        for head in (model.context_head, model.identity_head, model.reference_skip):
+            head.weight.normal_(std=0.05)
+            head.bias.normal_(std=0.05)  # a bias: the motion has a mean to remove
+    audio, points, _, crop = _synthetic_clip(2.0, 1)
+    feats = compute_audio_features(audio, FPS)
+    speaker = np.ones(256, np.float32) / 16
+    n = len(feats)
+    # A still video (every frame the same): the placement is one similarity, so means can be compared.
+    still = Landmarks(np.repeat(points[:1], n, axis=0), crop_size=crop, fps=FPS)
+    full = predict_landmarks(model, feats, still, speaker).points
+    held = predict_landmarks(model, feats, still, speaker, motion_scale=0.0).points
+    half = predict_landmarks(model, feats, still, speaker, motion_scale=0.5).points
+    np.testing.assert_allclose(held, np.broadcast_to(points[:1], held.shape), atol=1e-3)  # scale 0: the start shape
+    np.testing.assert_allclose(half, (full + held) / 2, atol=1e-3)
+    centred = predict_landmarks(model, feats, still, speaker, center_motion=True).points
+    assert np.abs(full.mean(axis=0) - points[0]).max() > 0.05  # the motion had drifted off the start shape
+    np.testing.assert_allclose(centred.mean(axis=0), points[0], atol=1e-3)
+    np.testing.assert_allclose(centred - centred.mean(axis=0), full - full.mean(axis=0), atol=1e-3)  # same motion
+    photo = Landmarks(points[:1], crop_size=crop, fps=FPS)
+    np.testing.assert_allclose(predict_landmarks(model, feats, photo, speaker, center_motion=True).points,
+                               predict_landmarks(model, feats, photo, speaker).points, atol=1e-6)
+    with pytest.raises(LandmarkTalkError, match=r"motion scale 3.0: give a factor in \[0, 2\]"):
+        predict_landmarks(model, feats, photo, speaker, motion_scale=3.0)
+
+
 def test_checkpoint_round_trip_and_wrong_kind(tmp_path):
     model = _tiny()
     with torch.no_grad():

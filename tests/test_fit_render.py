@@ -13,7 +13,7 @@ import pytest
 from pipelines.cli import main as cli_main
 from pipelines.errors import LandmarkTalkError
 from pipelines.media import probe_media, read_audio, read_video, write_video
-from pipelines.render import RENDER_DENOISE
+from pipelines.render import RENDER_DENOISE, RENDER_MOTION_SCALE
 from pipelines.types import Audio, frame_count_for
 from shared_media import SHARED_DATA, SKIP_REASON
 
@@ -79,8 +79,28 @@ def test_render_from_a_photo(fitted, tmp_path):
     assert probe_media(out).frame_count == 60
 
 
-def test_photo_follows_the_head_motion_of_a_pose_video(fitted, tmp_path, caplog):
+def test_render_cli_passes_the_motion_settings(fitted, tmp_path, monkeypatch):
+    import pipelines.render as render
+
+    clip, models, _ = fitted
+    seen = []
+    monkeypatch.setattr(render, "render_video", lambda face, audio, m, out, settings, **k: seen.append(settings) or out)
+    args = ["render", "--face", str(clip), "--audio", str(SHARED_DATA / "audio" / "silence_16k.wav"),
+            "--models", str(models), "--out", str(tmp_path / "m.mp4")]
+    assert cli_main(args) == 0 and cli_main(args + ["--motion-scale", "0.5", "--no-center-motion"]) == 0
+    assert (seen[0].motion_scale, seen[0].center_motion) == (RENDER_MOTION_SCALE, True)
+    assert (seen[1].motion_scale, seen[1].center_motion) == (0.5, False)
+
+
+def test_photo_follows_the_head_motion_of_a_pose_video(fitted, tmp_path, caplog, monkeypatch):
     import cv2
+
+    import pipelines.render as render
+
+    # the moved photo has no mouth motion of its own: its A2L motion is never centred
+    centred, original = [], render.render_talking_frames
+    monkeypatch.setattr(render, "render_talking_frames",
+                        lambda *a, **k: (centred.append(a[5].center_motion), original(*a, **k))[1])
 
     clip, models, _ = fitted
     frames, _ = read_video(clip, max_frames=1)
@@ -101,6 +121,7 @@ def test_photo_follows_the_head_motion_of_a_pose_video(fitted, tmp_path, caplog)
     first, later = video[0, top].astype(np.float32), video[20, top].astype(np.float32)
     errors = [np.abs(np.roll(first, k, axis=1)[:, 40:-40] - later[:, 40:-40]).mean() for k in range(0, 31)]
     assert 15 <= int(np.argmin(errors)) <= 25
+    assert centred == [False]
     assert cli_main(["render", "--face", str(clip), "--audio", str(SHARED_DATA / "audio" / "silence_16k.wav"),
                      "--models", str(models), "--out", str(tmp_path / "x.mp4"), "--pose-video", str(driving)]) != 0
     assert "head motion is for a photo" in caplog.text and not (tmp_path / "x.mp4").exists()
@@ -223,6 +244,7 @@ def test_fit_with_holdout_scores_the_tail_beside_both_baselines(fitted, tmp_path
     assert set(report["metrics"]) == {"ours", "still", "gt_landmarks"} and report["seeds"] == [0, 8]
     assert report["seed_candidates"] == 8 and caplog.text.count("seed search over 10 probe frames") == 4
     assert report["denoise"] == RENDER_DENOISE == 0.4  # the CLI's default strength, as `render` uses
+    assert report["motion_scale"] == RENDER_MOTION_SCALE == 0.75 and report["center_motion"] is True
     for name, metrics in report["metrics"].items():
         assert 0 < metrics["psnr"] < 100 and 0 < metrics["ssim"] <= 1, name
         info = probe_media(models / "holdout" / f"{name}.mp4")

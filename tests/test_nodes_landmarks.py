@@ -89,6 +89,19 @@ def test_untrained_a2l_returns_the_reference_on_every_frame(a2l_files, speech, r
     np.testing.assert_allclose(landmarks.points, np.repeat(reference.points, len(landmarks), 0), atol=0.05)
 
 
+def test_predict_landmarks_shapes_the_motion_as_asked(a2l_files, speech, reference, monkeypatch):
+    landmarks = _nodes("landmarks")
+    seen = []
+    monkeypatch.setattr(landmarks, "predict_landmarks", lambda *a, **k: seen.append(k) or "out")
+    a2l, fitted = _nodes("loaders").LandmarkTalkLoadA2L.execute(model_name="alice/a2l.safetensors").result
+    (features,) = _nodes("audio").LandmarkTalkAudioFeatures.execute(audio=speech, fps=25.0).result
+    landmarks.LandmarkTalkPredictLandmarks.execute(a2l=a2l, features=features, reference=reference, speaker=fitted)
+    landmarks.LandmarkTalkPredictLandmarks.execute(a2l=a2l, features=features, reference=reference, speaker=fitted,
+                                                   motion_scale=1.0, center_motion=False)
+    # by default shaped as the Render node shapes it
+    assert seen == [{"motion_scale": 0.75, "center_motion": True}, {"motion_scale": 1.0, "center_motion": False}]
+
+
 def test_predict_landmarks_says_what_is_wrong(a2l_files, speech, reference):
     a2l, fitted = _nodes("loaders").LandmarkTalkLoadA2L.execute(model_name="voiceless.safetensors").result
     (features,) = _nodes("audio").LandmarkTalkAudioFeatures.execute(audio=speech, fps=25.0, window=12).result

@@ -5,6 +5,7 @@ import json
 import shutil
 import subprocess
 from dataclasses import replace
+from pathlib import Path
 
 import imageio_ffmpeg
 
@@ -69,6 +70,22 @@ def test_render_lists_input_files_and_writes_a_talking_video(scratch):
     assert video.get_dimensions() == (256, 256)
     again = _render(scratch).ui.as_dict()["images"][0]["filename"]
     assert again != saved["filename"]  # never overwrites
+
+
+def test_render_passes_the_motion_settings(scratch, monkeypatch):
+    render = pack_module("nodes.render")
+    seen = []
+
+    def fake_render_video(face, audio, models, out, settings, **kwargs):
+        seen.append(settings)
+        Path(out).write_bytes(b"")
+        return out
+
+    monkeypatch.setattr(render, "render_video", fake_render_video)
+    _render(scratch)
+    _render(scratch, motion_scale=0.3, center_motion=False)
+    assert (seen[0].motion_scale, seen[0].center_motion) == (render.RENDER_MOTION_SCALE, True)
+    assert (seen[1].motion_scale, seen[1].center_motion) == (0.3, False)
 
 
 def _saved_frames(scratch, out):
@@ -137,6 +154,7 @@ def test_fit_trains_into_a_named_model_folder(scratch, monkeypatch):
     # scored as the Render node renders (with its seed search), once per asked-for run
     assert scored["models_dir"] == calls["out_dir"] and scored["seeds"] == 3 and scored["seed_candidates"] == fit.SEED_SEARCH_CANDIDATES == 8
     assert scored["denoise"] == fit.RENDER_DENOISE == 0.4
+    assert scored["motion_scale"] == fit.RENDER_MOTION_SCALE == 0.75 and scored["center_motion"] is True
 
 
 def test_fit_trains_with_autograd_although_comfyui_runs_nodes_in_inference_mode(scratch, monkeypatch):

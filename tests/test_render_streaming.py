@@ -18,7 +18,7 @@ from pipelines.audio import compute_audio_features
 from pipelines.audio.features import iter_audio_features
 from pipelines.errors import LandmarkTalkError
 from pipelines.media import VideoWriter, decode_audio_file, probe_media, read_audio
-from pipelines.models.a2l import A2L, A2LConfig, predict_landmarks, stream_landmarks
+from pipelines.models.a2l import A2L, A2LConfig, mean_landmark_motion, predict_landmarks, stream_landmarks
 from pipelines.schedule import source_frame_schedule
 from pipelines.types import Audio, FaceTrack, Landmarks, frame_count_for
 
@@ -166,6 +166,27 @@ def test_streamed_landmarks_equal_the_whole_clip(mouth_start, window_frames):
     np.testing.assert_allclose(_streamed(model, audio, per_frame, window_frames), expected, atol=1e-4)
 
 
+@pytest.mark.parametrize("window_frames", [1, 7])
+def test_streamed_centred_motion_equals_the_whole_clip(window_frames):
+    """Centring streams in two passes (mean_landmark_motion, then stream_landmarks with that offset) and
+    gives what predict_landmarks gives with center_motion on the whole clip."""
+    model = _random_a2l()
+    audio = Audio(_speech(3.0), 16000)
+    features = compute_audio_features(audio, FPS)
+    points = _source_points(9)
+    schedule = source_frame_schedule(len(points), len(features), "pingpong")
+    video = Landmarks(points, crop_size=64, fps=FPS)
+    windows = lambda: iter_audio_features(audio, FPS, window=model.config.feature_window, window_frames=window_frames)  # noqa: E731
+    offset = mean_landmark_motion(model, windows(), video, _speaker(model), schedule=schedule)
+    assert offset.shape == (68, 2) and np.abs(offset).max() > 1e-3  # a random model drifts: there is a mean to remove
+    expected = predict_landmarks(model, features, Landmarks(points[schedule], 64, FPS), _speaker(model),
+                                 center_motion=True, motion_scale=0.6).points
+    streamed = _streamed(model, audio, video, window_frames, schedule=schedule, motion_offset=offset, motion_scale=0.6)
+    np.testing.assert_allclose(streamed, expected, atol=1e-4)
+    plain = predict_landmarks(model, features, Landmarks(points[schedule], 64, FPS), _speaker(model)).points
+    assert np.abs(plain - expected).max() > 1e-2
+
+
 def test_windows_predicted_on_their_own_would_differ():
     # The comparison above can fail: cutting the clip into independent windows (no carried LSTM state, no
     # smoother context across the cut) moves the landmarks by far more than its tolerance.
@@ -221,10 +242,12 @@ def tiny_models():
     return TalkingHeadModels(a2l=a2l.eval(), l2v=l2v.eval(), codec=codec, speaker=_speaker(a2l))
 
 
+@pytest.mark.parametrize("motion_scale, center_motion", [(1.0, False), (0.6, True)])
 @pytest.mark.parametrize("sources", [1, 6])
-def test_render_feeds_l2v_the_whole_clip_landmarks(tiny_models, sources, monkeypatch):
+def test_render_feeds_l2v_the_whole_clip_landmarks(tiny_models, sources, motion_scale, center_motion, monkeypatch):
     """The render's landmarks, streamed 7 frames of audio at a time and cut into 5-frame chunks, are those of
-    one whole-clip prediction on the scheduled source frames."""
+    one whole-clip prediction on the scheduled source frames, with the motion scaled and (a video only)
+    centred as asked."""
     import pipelines.models.l2v as l2v_module
     from pipelines.face import crop_landmarks
     from pipelines.render import RenderSettings, render_talking_frames
@@ -236,7 +259,8 @@ def test_render_feeds_l2v_the_whole_clip_landmarks(tiny_models, sources, monkeyp
     seen = []
     original = l2v_module.landmark_inputs
     monkeypatch.setattr(l2v_module, "landmark_inputs", lambda p, *a, **k: (seen.append(p), original(p, *a, **k))[1])
-    settings = RenderSettings(steps=1, chunk_frames=5, landmark_chunk_frames=7)
+    settings = RenderSettings(steps=1, chunk_frames=5, landmark_chunk_frames=7, motion_scale=motion_scale,
+                              center_motion=center_motion)
     video = np.concatenate(list(render_talking_frames(tiny_models, frames, track, audio, FPS, settings)))
     total = frame_count_for(audio.duration_s, FPS)
     assert len(video) == total == 55
@@ -244,7 +268,9 @@ def test_render_feeds_l2v_the_whole_clip_landmarks(tiny_models, sources, monkeyp
     size = tiny_models.l2v.config.image_size
     reference = Landmarks(crop_landmarks(track, size).points[schedule], crop_size=size, fps=FPS)
     features = compute_audio_features(audio, FPS)
-    expected = predict_landmarks(tiny_models.a2l, features, reference, tiny_models.speaker).points
+    # a photo (one source frame) has no mouth motion of its own to centre on
+    expected = predict_landmarks(tiny_models.a2l, features, reference, tiny_models.speaker, motion_scale=motion_scale,
+                                 center_motion=center_motion and sources > 1).points
     assert [len(p) for p in seen] == [5] * 11
     np.testing.assert_allclose(np.concatenate(seen), expected, atol=1e-4)
 
@@ -392,6 +418,24 @@ def test_video_writer_muxes_a_decoded_file_to_the_audio_length(tmp_path):
     assert decoded.path.is_file()  # the writer reads the file, it does not own it
     with pytest.raises(LandmarkTalkError, match="missing or empty"):
         VideoWriter(tmp_path / "x.mp4", fps=FPS, audio=replace(decoded, path=tmp_path / "gone.f32"))
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("denoise", 0.0, r"denoise 0.0: give a sampling strength in \(0, 1\]"),
+    ("denoise", 1.5, r"denoise 1.5: give a sampling strength in \(0, 1\]"),
+    ("motion_scale", -0.1, r"motion scale -0.1: give a factor in \[0, 2\]"),
+])
+def test_out_of_range_settings_are_refused_before_any_work(tiny_models, monkeypatch, field, value, message):
+    import pipelines.render as render
+    from pipelines.render import RenderSettings, render_talking_frames
+
+    # nothing is read or predicted before the check: A2L is never asked for landmarks
+    monkeypatch.setattr(render, "_stream_clip_landmarks", lambda *a, **k: pytest.fail("A2L ran before the check"))
+    frames = np.zeros((1, 64, 64, 3), np.uint8)
+    track = _synthetic_track(_source_points(1))
+    with pytest.raises(LandmarkTalkError, match=message):
+        next(render_talking_frames(tiny_models, frames, track, Audio(_speech(0.5), 16000), FPS,
+                                   RenderSettings(steps=1, **{field: value})))
 
 
 def test_denoise_strength_reaches_the_sampler_with_the_first_source_frame_as_start(tiny_models, monkeypatch):

@@ -27,7 +27,8 @@ from ..audio.smoothing import TemporalSmoother, TemporalSmootherConfig
 from ..errors import LandmarkTalkError
 from ..types import AudioFeatures, Landmarks
 
-__all__ = ["A2LConfig", "A2L", "predict_landmarks", "stream_landmarks", "to_canonical", "from_canonical", "align_to_reference", "lip_opening"]
+__all__ = ["A2LConfig", "A2L", "predict_landmarks", "stream_landmarks", "mean_landmark_motion", "to_canonical",
+           "from_canonical", "align_to_reference", "lip_opening"]
 
 _NUM_POINTS = 68
 _EYE_CORNERS = (36, 39, 42, 45)  # corners barely move when blinking, unlike the lids
@@ -274,10 +275,27 @@ def _mean_start_shape(config: A2LConfig, canonical: np.ndarray, speaker_frames: 
     return aligned.mean(axis=0)
 
 
+def _shaped_motion(predicted: np.ndarray, start: np.ndarray, scale: float, offset: np.ndarray | None) -> np.ndarray:
+    """``start + scale × (predicted - start - offset)``: the predicted motion re-centred and scaled."""
+    if scale == 1.0 and offset is None:
+        return predicted
+    motion = predicted - start
+    if offset is not None:
+        motion = motion - offset
+    return (start + scale * motion).astype(np.float32)
+
+
+def _checked_motion_scale(motion_scale: float) -> float:
+    if not (np.isfinite(motion_scale) and 0.0 <= motion_scale <= 2.0):
+        raise LandmarkTalkError(f"motion scale {motion_scale}: give a factor in [0, 2] (1 = as predicted, 0 = a still mouth)")
+    return float(motion_scale)
+
+
 @torch.no_grad()
 def predict_landmarks(
     model: A2L, features: AudioFeatures, reference: Landmarks, speaker: np.ndarray, *,
-    speaker_frames: np.ndarray | None = None, chunk_frames: int = 2048,
+    speaker_frames: np.ndarray | None = None, chunk_frames: int = 2048, motion_scale: float = 1.0,
+    center_motion: bool = False,
 ) -> Landmarks:
     """Landmarks [T, 68, 2] in the reference's crop for every frame of ``features``.
 
@@ -288,8 +306,12 @@ def predict_landmarks(
     ``speaker_frames`` [N, 68, 2] (any crop) are landmarks of the speaker talking, whose mean mouth a
     ``mouth_start="mean_shape"`` model starts from; by default the reference frames themselves (for a
     photo that is its own mouth, so give frames of the speaker when you have them).
+    ``center_motion`` (a video reference only): shift the predicted motion so that its mean over the clip is
+    zero, i.e. the mouth moves around the video's own median mouth rather than around where A2L drifts on
+    unheard speech; ``motion_scale`` then scales it (docs/RESULTS.md, "Centring A2L's motion").
     """
     config = model.config
+    motion_scale = _checked_motion_scale(motion_scale)
     feats = np.asarray(features.features)
     if features.kind != config.feature_kind:
         raise LandmarkTalkError(f"audio features are {features.kind!r}, the A2L model was trained on {config.feature_kind!r}")
@@ -329,9 +351,12 @@ def predict_landmarks(
         for i in range(0, num_frames, chunk_frames):
             landmarks, _, state = model.decode(content[:, i:i + chunk_frames], ref_t, spk_t, state, mean_shape=mean_t)
             outputs.append(landmarks[0].float().cpu().numpy())
+        start = model.start_shape(ref_t, mean_t)[0].float().cpu().numpy()
     finally:
         model.train(was_training)
     predicted = np.concatenate(outputs)
+    offset = (predicted - start).mean(axis=0) if center_motion and num_refs > 1 else None
+    predicted = _shaped_motion(predicted, start, motion_scale, offset)
     placed = align_to_reference(predicted, reference.points) if num_refs > 1 else from_canonical(predicted, frames[0])
     return Landmarks(points=placed.astype(np.float32), crop_size=reference.crop_size, fps=features.fps)
 
@@ -353,7 +378,8 @@ def _weighted_median(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
 @torch.no_grad()
 def stream_landmarks(
     model: A2L, features: Iterable[AudioFeatures], reference: Landmarks, speaker: np.ndarray, *,
-    schedule: np.ndarray | None = None, speaker_frames: np.ndarray | None = None,
+    schedule: np.ndarray | None = None, speaker_frames: np.ndarray | None = None, motion_scale: float = 1.0,
+    motion_offset: np.ndarray | None = None,
 ) -> Iterator[Landmarks]:
     """:func:`predict_landmarks` for features that come a window at a time (e.g. from
     :func:`~pipelines.audio.iter_audio_features`): yields landmarks for consecutive frames, equal to the
@@ -363,7 +389,32 @@ def stream_landmarks(
     is that of ``predict_landmarks`` with the reference ``reference.points[schedule]``, without making it.
     Without it ``reference`` holds one frame (a photo) or one per output frame. The temporal smoother looks
     ``half_window`` frames ahead, so each yield trails the features read by that many frames.
+    ``motion_offset`` [68, 2] (canonical units; :func:`mean_landmark_motion` of the same input centres the
+    motion) is subtracted from the predicted motion, which ``motion_scale`` then scales, as in
+    :func:`predict_landmarks`.
     """
+    yield from _stream(model, features, reference, speaker, schedule=schedule, speaker_frames=speaker_frames,
+                       motion_scale=_checked_motion_scale(motion_scale), motion_offset=motion_offset, place=True)
+
+
+@torch.no_grad()
+def mean_landmark_motion(
+    model: A2L, features: Iterable[AudioFeatures], reference: Landmarks, speaker: np.ndarray, *,
+    schedule: np.ndarray | None = None, speaker_frames: np.ndarray | None = None,
+) -> np.ndarray:
+    """Mean [68, 2] (canonical units) of A2L's predicted motion (prediction minus start shape) over the
+    frames :func:`stream_landmarks` would make from the same input; pass it back as ``motion_offset`` to
+    centre the motion. One extra pass of the model over the features, holding only a window of them."""
+    total, frames = None, 0
+    for motion in _stream(model, features, reference, speaker, schedule=schedule, speaker_frames=speaker_frames,
+                          motion_scale=1.0, motion_offset=None, place=False):
+        total = motion.sum(axis=0, dtype=np.float64) if total is None else total + motion.sum(axis=0)
+        frames += len(motion)
+    return (total / frames).astype(np.float32)
+
+
+def _stream(model, features, reference, speaker, *, schedule, speaker_frames, motion_scale, motion_offset, place):
+    """stream_landmarks' body; ``place`` False yields the raw canonical motion [t, 68, 2] instead."""
     config = model.config
     points = np.asarray(reference.points)
     if schedule is None:
@@ -392,6 +443,12 @@ def stream_landmarks(
     ref_t = torch.as_tensor(shape, device=device, dtype=dtype)[None]
     spk_t = torch.as_tensor(speaker, device=device, dtype=dtype)[None]
     mean_t = None if mean_shape is None else torch.as_tensor(mean_shape, device=device, dtype=dtype)[None]
+    start = model.start_shape(ref_t, mean_t)[0].float().cpu().numpy()
+    if motion_offset is not None:
+        motion_offset = np.asarray(motion_offset, dtype=np.float32)
+        if motion_offset.shape != (_NUM_POINTS, 2) or not np.isfinite(motion_offset).all():
+            raise LandmarkTalkError(f"motion offset: expected a finite [68, 2] array (mean_landmark_motion), got "
+                                    f"shape {motion_offset.shape}")
     ahead = model.smoother.config.half_window if model.smoother is not None else 0
     state, done, received = None, 0, 0
     content, content_start = None, 0  # unsmoothed content of frames content_start..received-1
@@ -404,11 +461,15 @@ def stream_landmarks(
         first = done - content_start
         landmarks, _, state = model.decode(smoothed[:, first:first + stop - done], ref_t, spk_t, state, mean_shape=mean_t)
         predicted = landmarks[0].float().cpu().numpy()
+        keep = max(stop - ahead, 0)
+        if not place:
+            content, content_start, done = content[:, keep - content_start:], keep, stop
+            return predicted - start
+        predicted = _shaped_motion(predicted, start, motion_scale, motion_offset)
         if schedule is None:
             placed = from_canonical(predicted, frames[0])
         else:
             placed = align_to_reference(predicted, points[schedule[done:stop]])
-        keep = max(stop - ahead, 0)
         content, content_start, done = content[:, keep - content_start:], keep, stop
         return Landmarks(points=placed.astype(np.float32), crop_size=reference.crop_size, fps=fps)
 
