@@ -25,9 +25,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere: the pack's root is the import root
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from memory_flat import _write_models, _write_speech  # noqa: E402  (one place makes the random models)
 from render_timing import (  # noqa: E402
-    SHARED, add_render_benchmark_arguments, parse_render_benchmark_arguments, time_render_variants,
+    SHARED, add_render_benchmark_arguments, parse_render_benchmark_arguments, random_models_and_speeches,
+    time_render_variants,
 )
 
 
@@ -38,7 +38,7 @@ def _time_landmarks(models, speeches: dict[str, Path], *, repeats: int) -> dict[
     from pipelines.face._geometry import TEMPLATE
     from pipelines.media import read_audio
     from pipelines.render import RENDER_MOTION_SCALE, predict_clip_landmarks
-    from pipelines.types import Landmarks
+    from pipelines.types import Landmarks, frame_count_for
 
     size = models.l2v.config.image_size
     rng = np.random.default_rng(0)
@@ -47,7 +47,7 @@ def _time_landmarks(models, speeches: dict[str, Path], *, repeats: int) -> dict[
     for _ in range(repeats):
         for name, path in speeches.items():
             audio = read_audio(path, sample_rate=16000, mono=True)
-            frames = int(round(audio.duration_s * 25))
+            frames = frame_count_for(audio.duration_s, 25.0)  # as many as the features A2L reads
             reference = Landmarks(points=points[np.arange(frames) % len(points)], crop_size=size, fps=25.0)
             for centred in (False, True):
                 start = time.perf_counter()
@@ -67,21 +67,14 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from pipelines.render import RENDER_MOTION_SCALE, RenderSettings, load_talking_head_models
+    from pipelines.render import RENDER_MOTION_SCALE, RenderSettings
 
     torch.set_num_threads(args.threads)
     plain = RenderSettings(steps=args.steps, device=args.device, dtype=args.dtype, crf=30)
     centred = replace(plain, center_motion=True, motion_scale=RENDER_MOTION_SCALE)
     with tempfile.TemporaryDirectory(prefix="lt-motion-") as tmp:
         folder = Path(tmp)
-        models_dir = folder / "models"
-        models_dir.mkdir()
-        _write_models(models_dir, Path(args.codec))
-        models = load_talking_head_models(models_dir, codec=args.codec, device=args.device)
-        speeches = {}
-        for seconds in args.seconds:
-            speeches[f"{seconds:g}"] = folder / f"speech_{seconds:g}.wav"
-            _write_speech(speeches[f"{seconds:g}"], seconds)
+        models, speeches = random_models_and_speeches(folder, args.codec, args.seconds, args.device)
         best = time_render_variants(args.face, speeches, {"plain": (models, plain), "centred": (models, centred)},
                                     folder, repeats=args.repeats, device=args.device)
         landmark_seconds = _time_landmarks(models, speeches, repeats=max(args.repeats, 3))

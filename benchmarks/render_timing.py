@@ -56,3 +56,21 @@ def time_render_variants(face, speeches: dict[str, Path], variants: dict[str, tu
                 if key not in best or seconds < best[key][0]:
                     best[key] = (seconds, frames)
     return best
+
+
+def random_models_and_speeches(folder: Path, codec: str, seconds: list[float], device: str):
+    """Random tiny models (saved under ``folder``/models and loaded on ``device``) and one synthetic speech
+    file per length, named by its length ("4", "16"), for the render-cost benchmarks."""
+    from memory_flat import _write_models, _write_speech
+
+    from pipelines.render import load_talking_head_models
+
+    models_dir = folder / "models"
+    models_dir.mkdir()
+    _write_models(models_dir, Path(codec))
+    models = load_talking_head_models(models_dir, codec=codec, device=device)
+    speeches = {}
+    for length in seconds:
+        speeches[f"{length:g}"] = folder / f"speech_{length:g}.wav"
+        _write_speech(speeches[f"{length:g}"], length)
+    return models, speeches

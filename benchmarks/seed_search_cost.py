@@ -23,9 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere: the pack's root is the import root
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from memory_flat import _write_models, _write_speech  # noqa: E402  (one place makes the random models)
 from render_timing import (  # noqa: E402
-    add_render_benchmark_arguments, parse_render_benchmark_arguments, time_render_variants,
+    add_render_benchmark_arguments, parse_render_benchmark_arguments, random_models_and_speeches, time_render_variants,
 )
 
 
@@ -39,21 +38,14 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from pipelines.render import RenderSettings, load_talking_head_models
+    from pipelines.render import RenderSettings
 
     torch.set_num_threads(args.threads)
     plain = RenderSettings(steps=args.steps, device=args.device, dtype=args.dtype, crf=30, seed_candidates=1)
     search = replace(plain, seed_candidates=args.candidates, seed_probe_frames=args.probe_frames)
     with tempfile.TemporaryDirectory(prefix="lt-seeds-") as tmp:
         folder = Path(tmp)
-        models_dir = folder / "models"
-        models_dir.mkdir()
-        _write_models(models_dir, Path(args.codec))
-        models = load_talking_head_models(models_dir, codec=args.codec, device=args.device)
-        speeches = {}
-        for seconds in args.seconds:
-            speeches[f"{seconds:g}"] = folder / f"speech_{seconds:g}.wav"
-            _write_speech(speeches[f"{seconds:g}"], seconds)
+        models, speeches = random_models_and_speeches(folder, args.codec, args.seconds, args.device)
         best = time_render_variants(args.face, speeches, {"plain": (models, plain), "search": (models, search)},
                                     folder, repeats=args.repeats, device=args.device)
 

@@ -15,6 +15,19 @@ from ._types import A2LModelType, AudioFeaturesType, LandmarksType, SpeakerType
 __all__ = ["NODES"]
 
 
+def motion_inputs(source: str) -> list:
+    """The inputs that shape A2L's mouth motion (as ``render --motion-scale``), for the nodes that run A2L;
+    ``source`` names what the motion is centred on in the tooltips."""
+    return [
+        io.Float.Input("motion_scale", default=RENDER_MOTION_SCALE, min=0.0, max=2.0, step=0.05,
+                       tooltip=f"Scale of the predicted mouth motion: 1 = as A2L predicts it, 0 = the {source}'s "
+                               "median mouth held still."),
+        io.Boolean.Input("center_motion", default=RENDER_CENTER_MOTION,
+                         tooltip=f"Centre the predicted mouth motion on the {source}'s median mouth (a photo, or a "
+                                 "one-frame reference, is never centred)."),
+    ]
+
+
 class LandmarkTalkPredictLandmarks(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -30,12 +43,7 @@ class LandmarkTalkPredictLandmarks(io.ComfyNode):
                                                         "one per output frame for a video (its head pose is kept)."),
                 SpeakerType.Input("speaker", tooltip="Voice identity: Load A2L Model's fitted_speaker (the fitted "
                                                     "person) or Speaker Embedding of another voice."),
-                io.Float.Input("motion_scale", default=RENDER_MOTION_SCALE, min=0.0, max=2.0, step=0.05,
-                               tooltip="Scale of the predicted mouth motion: 1 = as A2L predicts it, 0 = the "
-                                       "reference's median mouth held still."),
-                io.Boolean.Input("center_motion", default=RENDER_CENTER_MOTION,
-                                 tooltip="With a video reference: centre the predicted mouth motion on the video's "
-                                         "median mouth (a one-frame reference is never centred)."),
+                *motion_inputs("reference"),
             ],
             outputs=[LandmarksType.Output("landmarks", tooltip="One landmark frame per audio frame, in the reference's crop.")],
         )

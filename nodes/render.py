@@ -11,6 +11,7 @@ from ..pipelines.sampling import SAMPLERS
 from ..pipelines.schedule import LENGTH_MODES
 from ._convert import NodeProgress, compute_dtype, input_file_path, input_files, models_on_device, output_file_path
 from ._types import A2LModelType, L2VModelType, LatentCodecType, SOVQAEModelType, SpeakerType
+from .landmarks import motion_inputs
 
 __all__ = ["NODES"]
 
@@ -52,12 +53,7 @@ class LandmarkTalkRender(io.ComfyNode):
                                tooltip="Sampling strength: below 1 every frame starts from the first face frame "
                                        "noised to this level instead of pure noise (keeps its lips where the "
                                        "landmarks agree); 1 = from pure noise."),
-                io.Float.Input("motion_scale", default=RENDER_MOTION_SCALE, min=0.0, max=2.0, step=0.05,
-                               tooltip="Scale of the predicted mouth motion: 1 = as A2L predicts it, 0 = the face "
-                                       "video's median mouth held still."),
-                io.Boolean.Input("center_motion", default=RENDER_CENTER_MOTION,
-                                 tooltip="Centre the predicted mouth motion on the face video's median mouth "
-                                         "(a photo is never centred)."),
+                *motion_inputs("face video"),
                 io.Int.Input("chunk_frames", default=16, min=1, max=256,
                              tooltip="Frames per chunk: memory and Cancel granularity."),
                 io.Combo.Input("length_mode", options=list(LENGTH_MODES), default="pingpong",

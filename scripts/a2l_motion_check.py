@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipelines.cache import load_clip_caches  # noqa: E402
 from pipelines.checkpoint import load_checkpoint  # noqa: E402
+from pipelines.evaluation.metrics import MOUTH_POINTS, landmark_distance  # noqa: E402
 from pipelines.face import crop_landmarks  # noqa: E402
 from pipelines.fit import FIT_PRESETS  # noqa: E402
 from pipelines.holdout import _tail_audio  # noqa: E402
@@ -40,28 +41,28 @@ from pipelines.train.cli import train_from_argv  # noqa: E402
 from pipelines.types import Landmarks  # noqa: E402
 
 logger = logging.getLogger("a2l_motion_check")
-_MOUTH = slice(48, 68)
 _EVAL_CROP = 256
 
 
-def _parts(num_frames: int, split: str) -> tuple[range, range, float]:
-    """(training frames, scored frames, the inner-holdout fraction to train with)."""
-    cut = num_frames - int(round(num_frames * 0.2))  # the fit's --holdout 0.2
+def _parts(cache, split: str) -> tuple[range, range, float]:
+    """(training frames, scored frames, the inner-holdout fraction to train with), split as the fit and
+    A2L's ``--inner-holdout`` split them."""
+    train, tail = cache.train_val_frames(0.2)  # the fit's --holdout 0.2
     if split == "tail":
-        return range(0, cut), range(cut, num_frames), 0.0
-    inner = cut - int(round(cut * 0.25))
-    return range(0, inner), range(inner, cut), 0.25
+        return train, tail, 0.0
+    inner = train.stop - int(round(len(train) * 0.25))
+    return range(0, inner), range(inner, train.stop), 0.25
 
 
 def _mouth_error(predicted: np.ndarray, truth: np.ndarray, crop: int) -> float:
-    return float(np.linalg.norm(predicted[:, _MOUTH] - truth[:, _MOUTH], axis=-1).mean() * _EVAL_CROP / crop)
+    return float(landmark_distance(predicted, truth, points=MOUTH_POINTS).mean() * _EVAL_CROP / crop)
 
 
 def check_clip(clip: Path, out: Path, split: str, scales: list[float], cache_dir: str | None) -> dict:
     preset = FIT_PRESETS["tiny"]
     crop = preset.crop_size
     [cache] = load_clip_caches(clip, crop_size=crop, cache_dir=cache_dir)
-    train, scored, inner = _parts(cache.num_frames, split)
+    train, scored, inner = _parts(cache, split)
     name, steps, batch = preset.a2l
     checkpoint = out / clip.stem / "a2l.safetensors"
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
