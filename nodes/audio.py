@@ -5,8 +5,10 @@ from comfy_api.latest import io
 
 from ..pipelines.audio import compute_audio_features, compute_speaker_embedding, smooth_audio_features
 from ..pipelines.audio.features import DEFAULT_WINDOW
+from ..pipelines.models.a2l import ENCODER_FEATURE_WINDOW
 from ._convert import audio_from_comfy
-from ._types import A2LModelType, AudioFeaturesType, SpeakerType
+from ._types import A2LModelType, AudioFeaturesType, SpeakerType, SpeechEncoderType
+from .models_folder import FOLDER_NAME, SPEECH_ENCODER_FOLDER, list_speech_encoders, resolve_speech_encoder
 
 __all__ = ["NODES"]
 
@@ -18,20 +20,26 @@ class LandmarkTalkAudioFeatures(io.ComfyNode):
             node_id="LandmarkTalkAudioFeatures",
             display_name="Audio Features",
             category="LandmarkTalk/audio",
-            description="Log-mel windows of the speech centred on every video frame: round(duration × fps) frames.",
+            description=("Log-mel windows of the speech centred on every video frame: round(duration × fps) frames. "
+                         "With a speech encoder connected: windows of its hidden states instead (for A2L models "
+                         "fitted with --speech-encoder)."),
             inputs=[
                 io.Audio.Input("audio", tooltip="The speech to lip-sync (any rate; mixed down to 16 kHz mono)."),
                 io.Float.Input("fps", default=25.0, min=1.0, max=240.0, step=0.001,
                                tooltip="Frame rate of the video to make: one feature window per frame."),
                 io.Int.Input("window", default=DEFAULT_WINDOW, min=2, max=200,
-                             tooltip="10 ms log-mel steps per window; must match the A2L model's (20 unless trained otherwise)."),
+                             tooltip="Steps per window; must match the A2L model's: 10 ms log-mel steps (20 unless "
+                                     f"trained otherwise), or the speech encoder's 20 ms steps ({ENCODER_FEATURE_WINDOW})."),
+                SpeechEncoderType.Input("speech_encoder", optional=True,
+                                        tooltip="Load Speech Encoder: use its hidden states instead of log-mel."),
             ],
             outputs=[AudioFeaturesType.Output("features", tooltip="Feature windows [frames, window, 80].")],
         )
 
     @classmethod
-    def execute(cls, audio, fps=25.0, window=DEFAULT_WINDOW) -> io.NodeOutput:
-        features = compute_audio_features(audio_from_comfy(audio), fps, window=window)
+    def execute(cls, audio, fps=25.0, window=DEFAULT_WINDOW, speech_encoder=None) -> io.NodeOutput:
+        kind = {"kind": "encoder", "encoder": speech_encoder} if speech_encoder is not None else {}
+        features = compute_audio_features(audio_from_comfy(audio), fps, window=window, **kind)
         return io.NodeOutput(features, ui={"landmarktalk_summary": [f"{len(features)} frames at {fps:g} fps"]})
 
 
@@ -84,4 +92,28 @@ class LandmarkTalkSpeakerEmbedding(io.ComfyNode):
         return io.NodeOutput(compute_speaker_embedding(audio_from_comfy(audio), method=method))
 
 
-NODES = [LandmarkTalkAudioFeatures, LandmarkTalkSmoothAudioFeatures, LandmarkTalkSpeakerEmbedding]
+class LandmarkTalkLoadSpeechEncoder(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="LandmarkTalkLoadSpeechEncoder",
+            display_name="Load Speech Encoder",
+            category="LandmarkTalk/audio",
+            description=("A local wav2vec2/HuBERT model (a save_pretrained folder; needs `transformers`) whose hidden "
+                         "states an A2L fitted with --speech-encoder reads. Nothing is downloaded. Runs on the CPU."),
+            inputs=[
+                io.Combo.Input("encoder_name", options=list_speech_encoders(),
+                               tooltip=f"A folder in models/{FOLDER_NAME}/{SPEECH_ENCODER_FOLDER}/ holding config.json "
+                                       "and the weights; press R after copying one in."),
+            ],
+            outputs=[SpeechEncoderType.Output("speech_encoder", tooltip="For Audio Features and Render.")],
+        )
+
+    @classmethod
+    def execute(cls, encoder_name) -> io.NodeOutput:
+        from ..pipelines.audio.encoders import load_speech_encoder
+
+        return io.NodeOutput(load_speech_encoder(resolve_speech_encoder(encoder_name)))
+
+
+NODES = [LandmarkTalkAudioFeatures, LandmarkTalkLoadSpeechEncoder, LandmarkTalkSmoothAudioFeatures, LandmarkTalkSpeakerEmbedding]

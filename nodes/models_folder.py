@@ -11,7 +11,10 @@ from ..pipelines.errors import LandmarkTalkError
 
 FOLDER_NAME = "landmarktalk"
 
-__all__ = ["FOLDER_NAME", "register_models_folder", "list_model_files", "resolve_model_file", "model_folder"]
+__all__ = ["FOLDER_NAME", "SPEECH_ENCODER_FOLDER", "register_models_folder", "list_model_files", "resolve_model_file",
+           "model_folder", "list_speech_encoders", "resolve_speech_encoder"]
+
+SPEECH_ENCODER_FOLDER = "speech_encoders"  # models/landmarktalk/speech_encoders/NAME/config.json + weights
 
 logger = logging.getLogger(__name__)
 
@@ -60,3 +63,26 @@ def resolve_model_file(name: str, input_name: str = "model_name") -> str:
 def model_folder() -> str:
     """The first models/landmarktalk folder: where optional backend weights (dlib, FAN) are looked for."""
     return folder_paths.get_folder_paths(FOLDER_NAME)[0]
+
+
+def list_speech_encoders() -> list[str]:
+    """Names of the save_pretrained folders (with a config.json) in models/landmarktalk/speech_encoders/."""
+    names = set()
+    for root in folder_paths.get_folder_paths(FOLDER_NAME):
+        folder = os.path.join(root, SPEECH_ENCODER_FOLDER)
+        if os.path.isdir(folder):
+            names.update(n for n in os.listdir(folder) if os.path.isfile(os.path.join(folder, n, "config.json")))
+    return sorted(names)
+
+
+def resolve_speech_encoder(name: str) -> str:
+    """The folder of speech encoder ``name``, or a FileNotFoundError that says where to put it."""
+    for root in folder_paths.get_folder_paths(FOLDER_NAME):
+        folder = os.path.join(root, SPEECH_ENCODER_FOLDER, name) if name else ""
+        if name and os.path.isfile(os.path.join(folder, "config.json")):
+            return folder
+    raise FileNotFoundError(
+        f"encoder_name: {name!r} is not in models/{FOLDER_NAME}/{SPEECH_ENCODER_FOLDER}/; copy the whole "
+        f"save_pretrained folder (config.json + weights) there as models/{FOLDER_NAME}/{SPEECH_ENCODER_FOLDER}/"
+        f"{name or 'NAME'}/ and press R to refresh the list"
+    )

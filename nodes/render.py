@@ -10,7 +10,7 @@ from ..pipelines.render import (
 from ..pipelines.sampling import SAMPLERS
 from ..pipelines.schedule import LENGTH_MODES
 from ._convert import NodeProgress, compute_dtype, input_file_path, input_files, models_on_device, output_file_path
-from ._types import A2LModelType, L2VModelType, LatentCodecType, SOVQAEModelType, SpeakerType
+from ._types import A2LModelType, L2VModelType, LatentCodecType, SOVQAEModelType, SpeakerType, SpeechEncoderType
 from .landmarks import motion_inputs
 
 __all__ = ["NODES"]
@@ -38,6 +38,9 @@ class LandmarkTalkRender(io.ComfyNode):
                 SOVQAEModelType.Input("sovqae", optional=True,
                                       tooltip="The person's SOVQAE (Load SOVQAE): restores detail in every generated "
                                               "face crop before paste-back; default: paste the decoded crops."),
+                SpeechEncoderType.Input("speech_encoder", optional=True,
+                                        tooltip="Load Speech Encoder: the one an A2L fitted with --speech-encoder "
+                                                "reads (the render says which); leave empty for log-mel A2L models."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, tooltip="Seed of the noise every frame shares."),
                 io.Int.Input("seed_candidates", default=SEED_SEARCH_CANDIDATES, min=1, max=64,
                              tooltip=f"Seed search: the first {SEED_SEARCH_PROBE_FRAMES} frames are rendered with this many "
@@ -68,7 +71,7 @@ class LandmarkTalkRender(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, face, audio, a2l, l2v, codec, speaker=None, sovqae=None, seed=0,
+    def execute(cls, face, audio, a2l, l2v, codec, speaker=None, sovqae=None, speech_encoder=None, seed=0,
                 seed_candidates=SEED_SEARCH_CANDIDATES, steps=20, sampler="dpmpp_2m", guidance=1.0,
                 progressive=0.0, denoise=RENDER_DENOISE, motion_scale=RENDER_MOTION_SCALE,
                 center_motion=RENDER_CENTER_MOTION, chunk_frames=16, length_mode="pingpong", fps=0.0,
@@ -76,7 +79,7 @@ class LandmarkTalkRender(io.ComfyNode):
         face_path, audio_path = input_file_path(face, "face"), input_file_path(audio, "audio")
         device = models_on_device(a2l, l2v, codec.patcher, *([sovqae] if sovqae is not None else []))
         models = TalkingHeadModels(a2l=a2l.model, l2v=l2v.model, codec=codec.codec, speaker=speaker,
-                                   refiner=sovqae.model if sovqae is not None else None)
+                                   refiner=sovqae.model if sovqae is not None else None, speech_encoder=speech_encoder)
         settings = RenderSettings(steps=steps, sampler=sampler, guidance=guidance, seed=seed,
                                   seed_candidates=seed_candidates, chunk_frames=chunk_frames,
                                   length_mode=length_mode, progressive=progressive, denoise=denoise,

@@ -59,6 +59,7 @@ class FitRecord:
     codec: str
     path: str = "l2v"
     cache_dir: str | None = None  # where the clip was prepared; the hold-out render reads the same cache
+    speech_encoder: str | None = None  # the wav2vec2/HuBERT folder A2L reads (None: log-mel); renders load it
     files: dict[str, str] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -79,6 +80,7 @@ def fit_person(
     steps: int | None = None,
     cache_dir: str | os.PathLike | None = None,
     seed: int = 0,
+    speech_encoder: str | os.PathLike | None = None,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> dict:
     """Train one rendering path's models on ``clip``; returns the fit record.
@@ -86,7 +88,9 @@ def fit_person(
     ``path`` "l2v": the face autoencoder (unless ``codec``), A2L and L2V. "ladtalk": the SOVQAE refiner (the
     Wav2Lip foundation comes from the official weights, converted with ``convert wav2lip``).
 
-    ``steps`` overrides every model's step count (for quick plumbing runs). ``progress(model, step, total)``.
+    ``steps`` overrides every model's step count (for quick plumbing runs). ``speech_encoder``: a local
+    wav2vec2/HuBERT folder (``save_pretrained``) whose hidden states A2L reads instead of log-mel; the record
+    keeps its path, so renders find it. ``progress(model, step, total)``.
     """
     from .train.cli import train_from_argv
 
@@ -102,7 +106,8 @@ def fit_person(
     [cache] = load_clip_caches(clip, crop_size=plan.crop_size, cache_dir=cache_dir)
     record = FitRecord(clip=str(Path(clip).resolve()), preset=preset, path=path, holdout=holdout,
                        codec=str(Path(codec).resolve()) if codec else MODEL_FILES["codec"],
-                       cache_dir=str(Path(cache_dir).resolve()) if cache_dir else None)
+                       cache_dir=str(Path(cache_dir).resolve()) if cache_dir else None,
+                       speech_encoder=str(Path(speech_encoder).resolve()) if speech_encoder else None)
     common = ["--data", str(cache.root), "--holdout", str(holdout), "--seed", str(seed)]
 
     def options(model_preset: tuple[str, int, int]) -> list[str]:
@@ -116,13 +121,16 @@ def fit_person(
     else:
         if codec is None:
             jobs.append(("face_autoencoder", MODEL_FILES["codec"], options(plan.face_autoencoder)))
-        jobs.append(("a2l", MODEL_FILES["a2l"], options(plan.a2l)))
+        jobs.append(("a2l", MODEL_FILES["a2l"], options(plan.a2l) + (
+            ["--speech-encoder", record.speech_encoder] if speech_encoder else [])))
         jobs.append(("l2v", MODEL_FILES["l2v"], options(plan.l2v) + ["--codec", str(codec_path),
                                                                        "--image-size", str(plan.crop_size)]))
     for kind, filename, extra in jobs:
         target = out / filename
         record.files[kind] = filename
         state = target.with_name(target.name.removesuffix(".safetensors") + ".train-state.pt")
+        if kind == "a2l" and target.is_file():  # kept or resumed, it must read the features asked for
+            _check_kept_a2l(target, speech_encoder)
         if target.is_file() and not state.is_file():
             logger.info("keeping %s (delete it to retrain)", target)
             continue
@@ -132,6 +140,21 @@ def fit_person(
         _save_speaker(cache, holdout, out)
     (out / FIT_RECORD).write_text(json.dumps(asdict(record), indent=1))
     return asdict(record)
+
+
+def _check_kept_a2l(path: Path, speech_encoder) -> None:
+    """A kept A2L must read the features this fit asks for; otherwise renders would silently use the old kind."""
+    from .checkpoint import load_checkpoint
+    from .models.a2l import speech_encoder_name
+
+    kept = speech_encoder_name(load_checkpoint(path, "a2l").config)
+    wanted = Path(speech_encoder).name if speech_encoder else None
+    if kept != wanted:
+        def describe(name):
+            return f"the speech encoder {name!r}" if name else "log-mel features"
+        raise LandmarkTalkError(
+            f"{path} reads {describe(kept)}, but this fit asks for {describe(wanted)}; delete {path.name} from "
+            f"{path.parent}/ to retrain it, or fit with the same --speech-encoder")
 
 
 def _save_speaker(cache, holdout: float, out: Path) -> None:

@@ -103,6 +103,8 @@ class TalkingHeadModels:
     ``speaker``: the fitted person's voice embedding (A2L's identity input); None = embed the driving audio.
     ``refiner``: the person's SOVQAE (``fit --path ladtalk``), run over every decoded face crop before
     paste-back to restore the detail the codec and the denoiser smooth away; None = paste the decoded crops.
+    ``speech_encoder``: the local wav2vec2/HuBERT encoder (:func:`~pipelines.audio.encoders.load_speech_encoder`)
+    whose hidden states A2L reads, for A2L models fitted with ``--speech-encoder``; None for log-mel models.
     """
 
     a2l: torch.nn.Module
@@ -110,6 +112,7 @@ class TalkingHeadModels:
     codec: object
     speaker: np.ndarray | None = None
     refiner: torch.nn.Module | None = None
+    speech_encoder: object | None = None
 
     def to(self, device: str | torch.device) -> "TalkingHeadModels":
         self.a2l.to(device)
@@ -117,12 +120,15 @@ class TalkingHeadModels:
         self.codec.to(device)
         if self.refiner is not None:
             self.refiner.to(device)
+        if self.speech_encoder is not None:
+            self.speech_encoder.model.to(device)
+            self.speech_encoder.device = str(device)
         return self
 
 
 def load_talking_head_models(
     models_dir: str | os.PathLike, *, codec: str | os.PathLike | None = None,
-    refiner: str | os.PathLike | None = None, device: str = "cpu",
+    refiner: str | os.PathLike | None = None, speech_encoder: str | os.PathLike | None = None, device: str = "cpu",
 ) -> TalkingHeadModels:
     """Load ``a2l.safetensors``, ``l2v.safetensors`` and the codec from a folder written by ``fit``.
 
@@ -147,6 +153,7 @@ def load_talking_head_models(
     latent_codec = load_latent_codec(codec if codec is not None else folder / MODEL_FILES["codec"], device=device)
     l2v = load_l2v(folder / MODEL_FILES["l2v"], latent_codec, device=device)
     a2l = load_checkpoint(folder / MODEL_FILES["a2l"], "a2l", device=device)
+    encoder = _load_a2l_speech_encoder(a2l.config, folder, speech_encoder, device)
     speaker = np.load(folder / SPEAKER_FILE) if (folder / SPEAKER_FILE).is_file() else None
     sovqae = None
     if refiner is not None:
@@ -157,7 +164,28 @@ def load_talking_head_models(
                 f"(train one with `python -m pipelines fit CLIP --path ladtalk --out {refiner.parent}`)"
             )
         sovqae = load_checkpoint(refiner, "sovqae", device=device)
-    return TalkingHeadModels(a2l=a2l, l2v=l2v, codec=latent_codec, speaker=speaker, refiner=sovqae)
+    return TalkingHeadModels(a2l=a2l, l2v=l2v, codec=latent_codec, speaker=speaker, refiner=sovqae,
+                             speech_encoder=encoder)
+
+
+def _load_a2l_speech_encoder(config, folder: Path, path: str | os.PathLike | None, device: str):
+    """The speech encoder an A2L model needs: ``path``, else the one its fit recorded; None for log-mel models."""
+    from .audio.encoders import load_speech_encoder
+    from .fit import read_fit_record
+    from .models.a2l import feature_options, speech_encoder_name
+
+    name = speech_encoder_name(config)
+    if path is None and name is not None:
+        recorded = (read_fit_record(folder) or {}).get("speech_encoder")
+        if not recorded or not Path(recorded).exists():
+            raise LandmarkTalkError(
+                f"--models {folder}: {MODEL_FILES['a2l']} reads the hidden states of the speech encoder {name!r}"
+                + (f", recorded at {recorded}, which is gone" if recorded else "")
+                + f"; give that save_pretrained folder with --speech-encoder")
+        path = recorded
+    encoder = load_speech_encoder(path, device=device) if path is not None else None
+    feature_options(config, encoder)  # the right encoder for this model, or a message saying which
+    return encoder
 
 
 def _select_track(track: FaceTrack, indices: np.ndarray) -> FaceTrack:
@@ -183,7 +211,7 @@ def _stream_clip_landmarks(
     once for the mean of its motion, once to place the centred motion."""
     from .audio import compute_speaker_embedding
     from .audio.features import iter_audio_features
-    from .models.a2l import mean_landmark_motion, stream_landmarks
+    from .models.a2l import feature_options, mean_landmark_motion, stream_landmarks
 
     config = models.a2l.config
     num_frames = frame_count_for(audio.duration_s, fps)
@@ -194,8 +222,8 @@ def _stream_clip_landmarks(
         del whole
 
     def features():
-        return iter_audio_features(audio, fps, window=config.feature_window, kind=config.feature_kind,
-                                   num_frames=num_frames, window_frames=window_frames)
+        return iter_audio_features(audio, fps, num_frames=num_frames, window_frames=window_frames,
+                                   **feature_options(config, models.speech_encoder))
 
     offset = None
     if center_motion and len(reference) > 1:

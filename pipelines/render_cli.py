@@ -34,11 +34,14 @@ def _bar(desc: str, unit: str):
 def _run_fit(args: argparse.Namespace) -> int:
     from .fit import fit_person
 
+    if args.speech_encoder and args.path != "l2v":
+        raise LandmarkTalkError(f"--speech-encoder: only A2L reads a speech encoder; drop it with --path {args.path}")
     if args.path == "dae":
         return _run_fit_dae(args)
     record = fit_person(
         args.clip, args.out, preset=args.preset, path=args.path, holdout=args.holdout, codec=args.codec,
-        steps=args.steps, cache_dir=args.cache_dir, seed=args.seed, progress=_bar("fit", "step"),
+        steps=args.steps, cache_dir=args.cache_dir, seed=args.seed, speech_encoder=args.speech_encoder,
+        progress=_bar("fit", "step"),
     )
     logger.info("models in %s: %s", args.out, ", ".join(record["files"].values()))
     if args.holdout > 0 and args.path == "l2v":
@@ -81,6 +84,9 @@ def add_fit_command(subparsers) -> None:
     parser.add_argument("--codec", default=None,
                         help="use this latent codec (face autoencoder file or TAEF2 folder) instead of training one")
     parser.add_argument("--steps", type=int, default=None, help="override every model's training steps")
+    parser.add_argument("--speech-encoder", default=None,
+                        help="A2L reads this local wav2vec2/HuBERT folder's hidden states (save_pretrained; needs "
+                             "`transformers`) instead of log-mel; renders find it through the fit's record")
     parser.add_argument("--render-steps", type=int, default=20, help="sampler steps for the hold-out render")
     parser.add_argument("--holdout-seeds", type=int, default=1,
                         help="hold-out: render with this many noise seeds and report each figure's mean and "
@@ -109,6 +115,8 @@ def _run_render(args: argparse.Namespace) -> int:
 
         if args.refiner:
             raise LandmarkTalkError("--refiner: SOVQAE refines L2V renders; drop it with --path dae")
+        if args.speech_encoder:
+            raise LandmarkTalkError("--speech-encoder: only A2L reads a speech encoder; drop it with --path dae")
         out = render_dae_video(args.face, args.audio, args.models, args.out, pose=args.pose, steps=args.steps,
                                chunk_frames=args.chunk_frames, length_mode=args.length_mode, device=args.device,
                                overwrite=args.overwrite, progress=_bar("render", "frame"))
@@ -120,7 +128,8 @@ def _run_render(args: argparse.Namespace) -> int:
 
     record = read_fit_record(args.models) or {}
     codec = args.codec or (record["codec"] if record.get("codec") and Path(record["codec"]).is_absolute() else None)
-    models = load_talking_head_models(args.models, codec=codec, refiner=args.refiner, device=args.device)
+    models = load_talking_head_models(args.models, codec=codec, refiner=args.refiner,
+                                      speech_encoder=args.speech_encoder, device=args.device)
     settings = RenderSettings(
         steps=args.steps, sampler=args.sampler, guidance=args.guidance, seed=args.seed,
         seed_candidates=args.seed_candidates, seed_probe_frames=args.seed_probe_frames,
@@ -161,6 +170,8 @@ def add_render_command(subparsers) -> None:
     parser.add_argument("--refiner", default=None,
                         help="the person's SOVQAE file (`fit CLIP --path ladtalk`): restores detail in every "
                              "generated face crop before paste-back")
+    parser.add_argument("--speech-encoder", default=None,
+                        help="the wav2vec2/HuBERT folder A2L was fitted with (default: the one the fit recorded)")
     parser.add_argument("--steps", type=int, default=20, help="sampler steps (default %(default)s)")
     parser.add_argument("--sampler", default="dpmpp_2m", help="dpmpp_2m, ddim or euler (default %(default)s)")
     parser.add_argument("--guidance", type=float, default=1.0, help="guidance on the landmark condition; 1 = off")

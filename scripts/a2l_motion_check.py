@@ -58,7 +58,8 @@ def _mouth_error(predicted: np.ndarray, truth: np.ndarray, crop: int) -> float:
     return float(landmark_distance(predicted, truth, points=MOUTH_POINTS).mean() * _EVAL_CROP / crop)
 
 
-def check_clip(clip: Path, out: Path, split: str, scales: list[float], cache_dir: str | None) -> dict:
+def check_clip(clip: Path, out: Path, split: str, scales: list[float], cache_dir: str | None,
+               a2l_options: list[str] = ()) -> dict:
     preset = FIT_PRESETS["tiny"]
     crop = preset.crop_size
     [cache] = load_clip_caches(clip, crop_size=crop, cache_dir=cache_dir)
@@ -69,7 +70,7 @@ def check_clip(clip: Path, out: Path, split: str, scales: list[float], cache_dir
     if not checkpoint.is_file():
         argv = ["--out", str(checkpoint), "--data", str(cache.root), "--holdout", "0.2", "--preset", name,
                 "--steps", str(steps), "--batch-size", str(batch), "--seed", "0", "--crop-size", str(crop)]
-        train_from_argv("a2l", argv + (["--inner-holdout", str(inner)] if inner else []))
+        train_from_argv("a2l", argv + (["--inner-holdout", str(inner)] if inner else []) + list(a2l_options))
     model = load_checkpoint(checkpoint, "a2l")
     from pipelines.train.a2l_task import _clip_speaker
 
@@ -96,11 +97,13 @@ def main() -> int:
                         help="inner: choose settings without the held-out tail; tail: check them on it")
     parser.add_argument("--scales", type=float, nargs="+", default=[0.5, 0.75, 1.0], help="motion scales to score")
     parser.add_argument("--cache-dir", default=None, help="where clips are prepared (default $LANDMARKTALK_CACHE)")
+    parser.add_argument("--a2l-options", nargs=argparse.REMAINDER, default=[],
+                        help="the rest of the line goes to `train a2l` (e.g. --mouth-components 2); give a fresh --out")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     torch.set_num_threads(args.threads)
-    rows = {clip.stem: check_clip(clip, args.out, args.split, args.scales, args.cache_dir) for clip in args.clips}
+    rows = {clip.stem: check_clip(clip, args.out, args.split, args.scales, args.cache_dir, args.a2l_options) for clip in args.clips}
     columns = [key for key in next(iter(rows.values())) if key != "frames"]
     lines = [f"| clip ({args.split} split) | frames | " + " | ".join(columns) + " |",
              "|---|---:|" + "---:|" * len(columns)]

@@ -5,6 +5,7 @@ Plumbing only: the models are trained for a handful of steps, so no quality is c
 """
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -90,6 +91,34 @@ def test_render_cli_passes_the_motion_settings(fitted, tmp_path, monkeypatch):
     assert cli_main(args) == 0 and cli_main(args + ["--motion-scale", "0.5", "--no-center-motion"]) == 0
     assert (seen[0].motion_scale, seen[0].center_motion) == (RENDER_MOTION_SCALE, True)
     assert (seen[1].motion_scale, seen[1].center_motion) == (0.5, False)
+
+
+def test_fit_and_render_with_a_speech_encoder(fitted, tmp_path, caplog):
+    """`fit --speech-encoder` trains A2L on the encoder's hidden states and records the folder, so `render`
+    finds it; refitting the folder without it refuses the kept A2L instead of mixing feature kinds."""
+    pytest.importorskip("transformers", reason="the speech-encoder path needs `transformers` (requirements-dev.txt)")
+    from pipelines.checkpoint import load_checkpoint
+    from test_a2l_speech_encoder import save_tiny_wav2vec2
+
+    clip, models, root = fitted
+    encoder = save_tiny_wav2vec2(tmp_path / "tiny_w2v")
+    out_models = tmp_path / "models"
+    out_models.mkdir()
+    for name in ("face_autoencoder.safetensors", "l2v.safetensors"):  # kept: only A2L is trained here
+        shutil.copy(models / name, out_models / name)
+    fit = ["fit", str(clip), "--out", str(out_models), "--steps", "2", "--cache-dir", str(root / "cache")]
+    assert cli_main(fit + ["--speech-encoder", str(encoder)]) == 0
+    assert json.loads((out_models / "fit.json").read_text())["speech_encoder"] == str(encoder.resolve())
+    assert load_checkpoint(out_models / "a2l.safetensors", "a2l").config.feature_kind == "encoder:tiny_w2v"
+    out = tmp_path / "encoded.mp4"
+    assert cli_main(["render", "--face", str(clip), "--audio", str(SHARED_DATA / "audio" / "tts_en_22k.wav"),
+                     "--models", str(out_models), "--out", str(out), "--steps", "1", "--seed-candidates", "1"]) == 0
+    info = probe_media(out)
+    assert info.frame_count == 75 and abs(info.audio_duration_s - 3.0) < 1 / 25
+    assert cli_main(fit) == 2 and "delete a2l.safetensors" in caplog.text
+    assert cli_main(["render", "--path", "dae", "--face", str(clip), "--audio", str(clip), "--models", str(out_models),
+                     "--out", str(tmp_path / "d.mp4"), "--speech-encoder", str(encoder)]) == 2
+    assert "only A2L reads a speech encoder" in caplog.text and not (tmp_path / "d.mp4").exists()
 
 
 def test_photo_follows_the_head_motion_of_a_pose_video(fitted, tmp_path, caplog, monkeypatch):

@@ -61,6 +61,28 @@ def test_audio_features_cover_the_speech_at_fps(speech):
     assert out.ui["landmarktalk_summary"] == ["45 frames at 30 fps"]
 
 
+def test_speech_encoder_node_lists_loads_and_feeds_audio_features(a2l_files, speech):
+    transformers = pytest.importorskip("transformers")
+    import torch
+
+    models_dir, _ = a2l_files
+    encoders = models_dir / "speech_encoders"
+    torch.manual_seed(0)
+    transformers.Wav2Vec2Model(transformers.Wav2Vec2Config(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, conv_dim=(16,) * 7,
+        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)).save_pretrained(encoders / "tiny_w2v")
+    (encoders / "not_a_model").mkdir()  # no config.json: not listed
+    loader = _nodes("audio").LandmarkTalkLoadSpeechEncoder
+    assert loader.define_schema().inputs[0].options == ["tiny_w2v"]
+    (encoder,) = loader.execute(encoder_name="tiny_w2v").result
+    features_node = _nodes("audio").LandmarkTalkAudioFeatures
+    (encoded,) = features_node.execute(audio=speech, fps=25.0, window=10, speech_encoder=encoder).result
+    (logmel,) = features_node.execute(audio=speech, fps=25.0, window=20).result
+    assert encoded.kind == "encoder:tiny_w2v" and encoded.features.shape == (len(logmel.features), 10, 32)
+    with pytest.raises(FileNotFoundError, match="'not_a_model' is not in models/landmarktalk/speech_encoders/"):
+        loader.execute(encoder_name="not_a_model")
+
+
 def test_smooth_audio_features_node_keeps_the_shape_and_calms_changes(speech):
     (features,) = _nodes("audio").LandmarkTalkAudioFeatures.execute(audio=speech, fps=25.0, window=20).result
     (smoothed,) = _nodes("audio").LandmarkTalkSmoothAudioFeatures.execute(

@@ -14,6 +14,7 @@ from pipelines.train import TrainConfig, train_model
 @dataclass(frozen=True)
 class _LineConfig:
     dims: int = 4
+    tag: str = ""  # changes no weight shape, only what the model is
 
 
 class _Line(torch.nn.Module):
@@ -84,6 +85,25 @@ def test_resume_continues_from_saved_step(tmp_path, line_kind):
     )
     assert calls[0] == 41 and calls[-1] == 60
     assert second.history["step"] == [10, 20, 30, 40, 50, 60]
+
+
+def test_resume_refuses_the_state_of_another_model(tmp_path, line_kind):
+    from pipelines.errors import LandmarkTalkError
+
+    out = tmp_path / "line.safetensors"
+    train_model(_Line(_LineConfig()), _LineTask(), TrainConfig(steps=4, batch_size=8, log_every=2), out)
+    more = TrainConfig(steps=8, batch_size=8, log_every=2)
+    with pytest.raises(LandmarkTalkError, match="line.train-state.pt: the saved training state of another model.*"
+                                                "delete it and line.safetensors"):
+        train_model(_Line(_LineConfig(tag="other")), _LineTask(), more, out)
+    # A state saved before configs were stored in it: the weights' shapes still tell.
+    state_path = tmp_path / "line.train-state.pt"
+    state = torch.load(state_path, weights_only=True)
+    del state["model_config"]
+    torch.save(state, state_path)
+    with pytest.raises(LandmarkTalkError, match="another model \\(Error\\(s\\) in loading state_dict"):
+        train_model(_Line(_LineConfig(dims=5)), _LineTask(), more, out)
+    assert train_model(_Line(_LineConfig()), _LineTask(), more, out).steps == 8
 
 
 def test_refuses_to_overwrite_an_existing_file(tmp_path, line_kind):

@@ -246,18 +246,28 @@ def iter_audio_features(
     ``audio``: an :class:`~pipelines.types.Audio` or a decoded file (:class:`pipelines.media.AudioFile`);
     a 16 kHz file is read one stretch at a time (plus the margin its first and last windows hear), so
     memory does not grow with the length of the speech. ``kind="encoder"`` computes the hidden states of
-    the whole clip once (a transformer's states depend on all of it) and hands them out in windows.
+    the whole clip once (a transformer's states depend on all of it) and gathers each stretch's windows from
+    them, so only the states are held (W times smaller than all the windows).
     """
     if int(window_frames) < 1:
         raise LandmarkTalkError(f"window_frames {window_frames}: give at least 1 frame per window")
     window_frames = int(window_frames)
     if kind != "logmel80":
-        whole = compute_audio_features(
-            audio if isinstance(audio, Audio) else Audio(audio.read(0, audio.num_samples), int(audio.sample_rate)),
-            fps, window=window, kind=kind, encoder=encoder, num_frames=num_frames, name=name,
-        )
-        for start in range(0, len(whole.features), window_frames):
-            yield AudioFeatures(features=whole.features[start:start + window_frames], fps=whole.fps, kind=whole.kind)
+        whole = audio if isinstance(audio, Audio) else Audio(audio.read(0, audio.num_samples), int(audio.sample_rate))
+        if kind != "encoder" or encoder is None:  # the same checks and messages as the whole-clip call
+            compute_audio_features(whole, fps, window=window, kind=kind, encoder=encoder, num_frames=num_frames, name=name)
+        from .encoders import encode_speech
+
+        _check_request(fps, window)
+        mono = _mono_16k(whole, name)
+        num_frames = _frame_count(whole.duration_s, fps, num_frames, name)
+        del whole
+        sequence, step_s = encode_speech(encoder, mono)
+        for start in range(0, num_frames, window_frames):
+            index = _window_steps(start, min(window_frames, num_frames - start), step_s, float(fps), int(window))
+            features = _gather(sequence, 0, len(sequence), index, None)
+            yield AudioFeatures(features=np.ascontiguousarray(features, dtype=np.float32), fps=float(fps),
+                                kind=f"encoder:{encoder.name}")
         return
     _check_request(fps, window)
     read, num_samples = _mono_reader(audio, name)

@@ -28,7 +28,8 @@ from ..errors import LandmarkTalkError
 from ..types import AudioFeatures, Landmarks
 
 __all__ = ["A2LConfig", "A2L", "predict_landmarks", "stream_landmarks", "mean_landmark_motion", "to_canonical",
-           "from_canonical", "align_to_reference", "lip_opening"]
+           "from_canonical", "align_to_reference", "lip_opening", "ENCODER_FEATURE_WINDOW", "speech_encoder_name",
+           "feature_options"]
 
 _NUM_POINTS = 68
 _EYE_CORNERS = (36, 39, 42, 45)  # corners barely move when blinking, unlike the lids
@@ -39,6 +40,9 @@ _RIGID_POINTS = (27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 39, 42, 45)
 # Which points the network moves. Speech barely determines eyes, brows and nose, and on a few minutes of
 # data predicting them only adds error, so by default they stay where the reference (the pose source) has them.
 _DRIVEN_POINTS = {"all": tuple(range(68)), "mouth_jaw": tuple(range(0, 17)) + tuple(range(48, 68))}
+# Encoder steps per window (20 ms for wav2vec2/HuBERT): the same 200 ms a 20-step log-mel window spans.
+ENCODER_FEATURE_WINDOW = 10
+_ENCODER_KIND = "encoder:"
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,41 @@ class A2LConfig:
         most = 2 * len(_DRIVEN_POINTS[self.driven_points])
         if not 0 <= self.mouth_components <= most:
             raise LandmarkTalkError(f"A2L mouth_components {self.mouth_components}: give 0 (free coordinates) or 1..{most}")
+
+
+def speech_encoder_name(config: A2LConfig) -> str | None:
+    """The speech encoder whose hidden states an A2L model reads (``feature_kind="encoder:NAME"``, NAME being
+    the encoder's folder name), or None for a log-mel model."""
+    kind = config.feature_kind
+    return kind[len(_ENCODER_KIND):] if kind.startswith(_ENCODER_KIND) else None
+
+
+def _feature_hint(config: A2LConfig) -> str:
+    name = speech_encoder_name(config)
+    return (f"; compute them with the speech encoder {name!r} (Audio Features with Load Speech Encoder)" if name
+            else "; compute them without a speech encoder")
+
+
+def feature_options(config: A2LConfig, speech_encoder=None) -> dict:
+    """Keyword arguments of :func:`~pipelines.audio.compute_audio_features` / ``iter_audio_features`` that
+    make the features ``config``'s model was trained on, after checking that ``speech_encoder`` (a
+    :class:`~pipelines.audio.encoders.SpeechEncoder` or None) is the one it needs."""
+    name = speech_encoder_name(config)
+    if name is None:
+        if speech_encoder is not None:
+            raise LandmarkTalkError(
+                f"speech encoder {speech_encoder.name!r}: this A2L model reads log-mel features, not a speech encoder's; "
+                "leave the speech encoder out (or fit A2L with --speech-encoder to use one)")
+        return {"window": config.feature_window, "kind": config.feature_kind}
+    if speech_encoder is None:
+        raise LandmarkTalkError(
+            f"this A2L model reads the hidden states of the speech encoder {name!r} ({config.feature_dim} dims); give "
+            f"that save_pretrained folder with --speech-encoder (in ComfyUI: Load Speech Encoder)")
+    if (speech_encoder.name, speech_encoder.dim) != (name, config.feature_dim):
+        raise LandmarkTalkError(
+            f"speech encoder {speech_encoder.name!r} ({speech_encoder.dim} dims): this A2L model was trained on "
+            f"{name!r} ({config.feature_dim} dims); give the folder named {name!r} it was fitted with")
+    return {"window": config.feature_window, "kind": "encoder", "encoder": speech_encoder}
 
 
 class _WindowEncoder(nn.Module):
@@ -314,7 +353,8 @@ def predict_landmarks(
     motion_scale = _checked_motion_scale(motion_scale)
     feats = np.asarray(features.features)
     if features.kind != config.feature_kind:
-        raise LandmarkTalkError(f"audio features are {features.kind!r}, the A2L model was trained on {config.feature_kind!r}")
+        raise LandmarkTalkError(f"audio features are {features.kind!r}, the A2L model was trained on {config.feature_kind!r}"
+                                + _feature_hint(config))
     if feats.ndim != 3 or len(feats) == 0:
         raise LandmarkTalkError(f"audio features: expected [T, W, D] with T ≥ 1, got shape {feats.shape}")
     if feats.shape[1:] != (config.feature_window, config.feature_dim):
@@ -481,7 +521,8 @@ def _stream(model, features, reference, speaker, *, schedule, speaker_frames, mo
             feats = np.asarray(window.features)
             if window.kind != config.feature_kind:
                 raise LandmarkTalkError(
-                    f"audio features are {window.kind!r}, the A2L model was trained on {config.feature_kind!r}")
+                    f"audio features are {window.kind!r}, the A2L model was trained on {config.feature_kind!r}"
+                    + _feature_hint(config))
             if feats.ndim != 3 or feats.shape[1:] != (config.feature_window, config.feature_dim):
                 raise LandmarkTalkError(
                     f"audio features: expected windows [t, {config.feature_window}, {config.feature_dim}], got shape "

@@ -29,7 +29,8 @@ from ..audio.features import LOGMEL_PER_DB, SILENCE_LOGMEL, compute_audio_featur
 from ..audio.speaker import compute_speaker_embedding, resolve_speaker_method
 from ..cache import ClipCache, load_clip_caches
 from ..errors import LandmarkTalkError
-from ..models.a2l import A2L, A2LConfig, align_to_reference, lip_opening, to_canonical
+from ..models.a2l import (ENCODER_FEATURE_WINDOW, A2L, A2LConfig, align_to_reference, feature_options, lip_opening,
+                          to_canonical)
 from ..types import Audio
 from .loop import TrainConfig
 
@@ -83,7 +84,8 @@ def _clip_speaker(cache: ClipCache, frames: range, method: str) -> np.ndarray:
     return compute_speaker_embedding(part, method=method, cache_path=path, name=f"{cache.source} audio")
 
 
-def _prepare_clip(cache: ClipCache, holdout: float, config: A2LConfig, inner_holdout: float = 0.0) -> _Clip:
+def _prepare_clip(cache: ClipCache, holdout: float, config: A2LConfig, inner_holdout: float = 0.0,
+                  speech_encoder=None) -> _Clip:
     train, val = cache.train_val_frames(holdout)
     if inner_holdout:
         if not 0.0 < inner_holdout < 1.0:
@@ -95,8 +97,8 @@ def _prepare_clip(cache: ClipCache, holdout: float, config: A2LConfig, inner_hol
         raise LandmarkTalkError(f"{cache.source}: only {len(train)} training frames; give a longer clip or a smaller --holdout")
     canonical, _ = to_canonical(cache.landmarks())
     features = compute_audio_features(
-        cache.audio(), cache.fps, window=config.feature_window, kind=config.feature_kind,
-        num_frames=cache.num_frames, name=f"{cache.source} audio",
+        cache.audio(), cache.fps, num_frames=cache.num_frames, name=f"{cache.source} audio",
+        **feature_options(config, speech_encoder),
     ).features
     opening = lip_opening(canonical[train.start:train.stop])
     closed = opening <= np.percentile(opening, _CLOSED_PERCENTILE)
@@ -107,6 +109,16 @@ def _prepare_clip(cache: ClipCache, holdout: float, config: A2LConfig, inner_hol
         train=train, val=val, closed_shape=closed_shape.astype(np.float32),
         aligned_train=align_to_reference(canonical[train.start:train.stop], canonical[train.start]),
     )
+
+
+def _silence_window(config: A2LConfig, speech_encoder) -> np.ndarray:
+    """[W, D] features of digital silence, what the silence augmentation feeds in place of speech."""
+    if speech_encoder is None:
+        return np.full((config.feature_window, config.feature_dim), SILENCE_LOGMEL, np.float32)
+    # A speech encoder's silence is whatever it makes of zeros: take a window from the middle of one second.
+    silent = compute_audio_features(Audio(np.zeros((1, 16000), np.float32), 16000), 25.0, name="silence",
+                                    **feature_options(config, speech_encoder)).features
+    return silent[len(silent) // 2]
 
 
 def _mean_shape(clip: _Clip, reference: np.ndarray) -> np.ndarray:
@@ -148,11 +160,12 @@ class A2LTask:
         silence_weight: float = 5.0,
         augment: bool = True,
         inner_holdout: float = 0.0,
+        speech_encoder=None,
     ):
         if not caches:
             raise LandmarkTalkError("--data: no clip caches to train on")
         self.config = config
-        self.clips = [_prepare_clip(cache, holdout, config, inner_holdout) for cache in caches]
+        self.clips = [_prepare_clip(cache, holdout, config, inner_holdout, speech_encoder) for cache in caches]
         fps = min(cache.fps for cache in caches)
         shortest = min(len(clip.train) for clip in self.clips)
         low, high = sorted(window_seconds)
@@ -170,7 +183,7 @@ class A2LTask:
         self.silence_weight = silence_weight
         self.augment = augment and config.feature_kind == "logmel80"
         self._train_sizes = torch.tensor([float(len(c.train)) for c in self.clips])
-        self._silence = np.full(self.clips[0].features.shape[1:], SILENCE_LOGMEL, np.float32) if config.feature_kind == "logmel80" else None
+        self._silence = _silence_window(config, speech_encoder)
         logger.info(
             "A2L data: %d clips, %d training and %d validation frames, windows of %d–%d frames",
             len(self.clips), sum(len(c.train) for c in self.clips), sum(len(c.val) for c in self.clips), *self.window_frames,
@@ -294,21 +307,41 @@ def add_task_arguments(parser: argparse.ArgumentParser) -> None:
                         help="start from the reference's mouth or the speaker's mean training mouth (default %(default)s)")
     parser.add_argument("--mouth-components", type=int, default=0,
                         help="predict this many PCA coefficients of the training mouths instead of free coordinates (0 = free)")
+    parser.add_argument("--speech-encoder", default=None,
+                        help="a local wav2vec2/HuBERT folder (save_pretrained) whose hidden states replace the log-mel "
+                             "features (needs `transformers`; renders must then give the same folder)")
+    parser.add_argument("--feature-window", type=int, default=None,
+                        help=f"feature steps per frame window (default 20 log-mel steps, {ENCODER_FEATURE_WINDOW} encoder steps: 200 ms)")
     parser.add_argument("--inner-holdout", type=float, default=0.0,
                         help="validate on this tail fraction of the training part instead of the held-out tail (choosing settings)")
 
 
 def build_training(args: argparse.Namespace) -> tuple[A2L, A2LTask, dict[str, str]]:
     caches = load_clip_caches(args.data, crop_size=args.crop_size, cache_dir=args.cache_dir)
+    features: dict = {}
+    encoder = None
+    if args.speech_encoder:
+        from ..audio.encoders import load_speech_encoder
+
+        encoder = load_speech_encoder(args.speech_encoder)
+        features = {"feature_kind": f"encoder:{encoder.name}", "feature_dim": encoder.dim,
+                    "feature_window": ENCODER_FEATURE_WINDOW}
+    if args.feature_window is not None:
+        if args.feature_window < 4:
+            raise LandmarkTalkError(f"--feature-window {args.feature_window}: give at least 4 steps")
+        features["feature_window"] = args.feature_window
     config = A2LConfig.preset(args.preset, speaker_method=resolve_speaker_method(args.speaker), mouth_start=args.mouth_start,
-                              mouth_components=args.mouth_components)
+                              mouth_components=args.mouth_components, **features)
     task = A2LTask(
         caches, config, holdout=args.holdout, window_seconds=tuple(args.window_seconds), mouth_weight=args.mouth_weight,
         jaw_weight=args.jaw_weight, velocity_weight=args.velocity_weight, opening_weight=args.opening_weight,
         silence_probability=args.silence_probability, augment=not args.no_augment, inner_holdout=args.inner_holdout,
+        speech_encoder=encoder,
     )
     metadata = {"train_data": json.dumps([c.name for c in task.clips]), "holdout": str(args.holdout),
                 "inner_holdout": str(args.inner_holdout)}
+    if encoder is not None:
+        metadata["speech_encoder"] = str(args.speech_encoder)
     model = A2L(config)
     if config.mouth_components:
         model.set_shape_basis(task.shape_basis(model))

@@ -17,7 +17,7 @@ import math
 import os
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol
 
@@ -144,6 +144,12 @@ def _validation_loss(model, task, batch_size: int, device, autocast) -> float | 
     return total / count if count else None
 
 
+def _model_config_json(model: torch.nn.Module) -> str | None:
+    """The model's config dataclass as JSON (what a resumed training must match), or None without one."""
+    config = getattr(model, "config", None)
+    return json.dumps(asdict(config), sort_keys=True, default=str) if is_dataclass(config) else None
+
+
 def train_model(
     model: torch.nn.Module,
     task: TrainTask,
@@ -196,7 +202,17 @@ def train_model(
     generator = torch.Generator().manual_seed(config.seed + accelerator.process_index)
     if resuming:
         state = torch.load(state_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"], strict=True)
+        model_config = _model_config_json(model)
+        stored = state.get("model_config")
+        try:
+            if stored is not None and model_config is not None and stored != model_config:
+                raise RuntimeError(f"model config {stored} there, {model_config} asked for now")
+            model.load_state_dict(state["model"], strict=True)
+        except RuntimeError as exc:
+            raise LandmarkTalkError(
+                f"{state_path}: the saved training state of another model ({str(exc).splitlines()[0]}); to start over with "
+                f"these settings delete it and {out.name} from {out.parent}/, or resume with the settings it was begun with"
+            ) from exc
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         if ema is not None and state.get("ema") is not None:
@@ -224,6 +240,7 @@ def train_model(
                 "history": history,
                 "step": step,
                 "train_config": json.dumps(asdict(config)),
+                "model_config": _model_config_json(unwrapped),
             },
             state_path,
         )
