@@ -14,6 +14,7 @@ from ..pipelines.fit import FIT_PRESETS, fit_person
 from ..pipelines.holdout import evaluate_holdout
 from ..pipelines.render import RENDER_CENTER_MOTION, RENDER_DENOISE, RENDER_MOTION_SCALE, SEED_SEARCH_CANDIDATES
 from ._convert import NodeProgress, input_file_path, input_files
+from ._types import SpeechEncoderType
 from .models_folder import FOLDER_NAME, model_folder
 
 __all__ = ["NODES"]
@@ -42,6 +43,9 @@ class LandmarkTalkFit(io.ComfyNode):
                 io.Int.Input("steps", default=0, min=0, max=1000000,
                              tooltip="Training steps for every model; 0 = the preset's."),
                 io.Int.Input("seed", default=0, min=0, max=2**31 - 1, tooltip="Training seed."),
+                SpeechEncoderType.Input("speech_encoder", optional=True,
+                                        tooltip="Load Speech Encoder: fit A2L on its hidden states instead of log-mel "
+                                                "(give the same one to Render Talking Video)."),
             ],
             outputs=[io.String.Output("record", tooltip="The fit record (JSON): files, timings, hold-out report.")],
             is_output_node=True,
@@ -49,7 +53,7 @@ class LandmarkTalkFit(io.ComfyNode):
 
     @classmethod
     def execute(cls, clip, name="person", preset="tiny", holdout=0.0, holdout_seeds=1, steps=0,
-                seed=0) -> io.NodeOutput:
+                seed=0, speech_encoder=None) -> io.NodeOutput:
         if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name):
             raise LandmarkTalkError(f"name: {name!r} is not a plain folder name; use letters, digits, '_', '-' or '.'")
         out_dir = os.path.join(model_folder(), name)
@@ -59,7 +63,9 @@ class LandmarkTalkFit(io.ComfyNode):
         # ComfyUI runs nodes under torch.inference_mode(); training needs autograd back (as core's TrainLoraNode).
         with torch.inference_mode(False), torch.enable_grad():
             record = fit_person(input_file_path(clip, "clip"), out_dir, preset=preset, holdout=holdout,
-                                steps=steps or None, seed=seed, progress=lambda model, step, total: progress(step, total))
+                                steps=steps or None, seed=seed,
+                                speech_encoder=speech_encoder.path if speech_encoder is not None else None,
+                                progress=lambda model, step, total: progress(step, total))
         if holdout > 0:
             # Scored as Render Talking Video renders by default: with its seed search and sampling strength.
             record["holdout_report"] = str(evaluate_holdout(out_dir, seeds=holdout_seeds,

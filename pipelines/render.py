@@ -210,7 +210,7 @@ def _stream_clip_landmarks(
     ``center_motion`` (only where the reference has more than one frame) runs A2L over the speech twice:
     once for the mean of its motion, once to place the centred motion."""
     from .audio import compute_speaker_embedding
-    from .audio.features import iter_audio_features
+    from .audio.features import encode_audio, iter_audio_features
     from .models.a2l import feature_options, mean_landmark_motion, stream_landmarks
 
     config = models.a2l.config
@@ -221,12 +221,18 @@ def _stream_clip_landmarks(
         speaker = compute_speaker_embedding(whole, method=config.speaker_method)
         del whole
 
+    options = feature_options(config, models.speech_encoder)
+    centred = center_motion and len(reference) > 1
+    if centred and options["kind"] == "encoder":  # two passes over the speech: run the encoder once
+        whole = audio if isinstance(audio, Audio) else Audio(audio.read(0, audio.num_samples), audio.sample_rate)
+        options["encoded"] = encode_audio(whole, models.speech_encoder)
+        del whole
+
     def features():
-        return iter_audio_features(audio, fps, num_frames=num_frames, window_frames=window_frames,
-                                   **feature_options(config, models.speech_encoder))
+        return iter_audio_features(audio, fps, num_frames=num_frames, window_frames=window_frames, **options)
 
     offset = None
-    if center_motion and len(reference) > 1:
+    if centred:
         offset = mean_landmark_motion(models.a2l, features(), reference, speaker, schedule=schedule)
     return stream_landmarks(models.a2l, features(), reference, speaker, schedule=schedule, motion_scale=motion_scale,
                             motion_offset=offset)

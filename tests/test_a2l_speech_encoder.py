@@ -100,7 +100,8 @@ def test_streamed_encoder_windows_equal_the_whole_clip(encoder):
         next(iter_audio_features(audio, 25.0, kind="encoder"))
 
 
-def test_feature_options_name_the_encoder_a_model_needs(encoder):
+def test_feature_options_name_the_encoder_a_model_needs(encoder, encoder_dir):
+    assert encoder.path == str(encoder_dir.resolve())  # what the Fit node hands to fit_person
     logmel = A2LConfig.preset("tiny")
     assert feature_options(logmel) == {"window": 20, "kind": "logmel80"}
     with pytest.raises(LandmarkTalkError, match="reads log-mel features.*leave the speech encoder out"):
@@ -165,13 +166,18 @@ def test_render_feeds_l2v_the_landmarks_of_the_encoder_features(tiny_models, enc
     points = _source_points(6)
     frames = np.random.default_rng(0).integers(0, 255, (6, 64, 64, 3), dtype=np.uint8)
     track = _synthetic_track(points)
-    seen = []
+    import pipelines.audio.encoders as encoders
+
+    seen, encoded = [], []
     original = l2v_module.landmark_inputs
     monkeypatch.setattr(l2v_module, "landmark_inputs", lambda p, *a, **k: (seen.append(p), original(p, *a, **k))[1])
+    encode = encoders.encode_speech
+    monkeypatch.setattr(encoders, "encode_speech", lambda *a, **k: (encoded.append(1), encode(*a, **k))[1])
     settings = RenderSettings(steps=1, chunk_frames=5, landmark_chunk_frames=7, motion_scale=0.6, center_motion=True)
     video = np.concatenate(list(render_talking_frames(models, frames, track, audio, FPS, settings)))
     total = frame_count_for(audio.duration_s, FPS)
     assert len(video) == total
+    assert len(encoded) == 1  # both centring passes read one run of the encoder
     size = models.l2v.config.image_size
     schedule = source_frame_schedule(6, total, "pingpong")
     reference = Landmarks(crop_landmarks(track, size).points[schedule], crop_size=size, fps=FPS)

@@ -32,6 +32,7 @@ class SpeechEncoder:
     dim: int
     name: str
     device: str = "cpu"
+    path: str = ""  # the save_pretrained folder it was loaded from
 
 
 def load_speech_encoder(path: str | os.PathLike, *, device: str = "cpu") -> SpeechEncoder:
@@ -64,7 +65,8 @@ def load_speech_encoder(path: str | os.PathLike, *, device: str = "cpu") -> Spee
     with torch.no_grad():
         probe = model(torch.zeros(1, 16000, device=device)).last_hidden_state
     logger.info("loaded speech encoder %s (%s, %d dims every %.0f ms)", folder, config.model_type, probe.shape[-1], step_s * 1000)
-    return SpeechEncoder(model=model, normalize=normalize, step_s=step_s, dim=int(probe.shape[-1]), name=folder.name, device=device)
+    return SpeechEncoder(model=model, normalize=normalize, step_s=step_s, dim=int(probe.shape[-1]), name=folder.name,
+                         device=device, path=str(folder.resolve()))
 
 
 def encode_speech(encoder: SpeechEncoder, mono_16k: np.ndarray) -> tuple[np.ndarray, float]:

@@ -229,6 +229,13 @@ def compute_audio_features(
     return AudioFeatures(features=np.ascontiguousarray(features, dtype=np.float32), fps=float(fps), kind=label)
 
 
+def encode_audio(audio: Audio, encoder, *, name: str = "audio") -> tuple[np.ndarray, float]:
+    """A speech encoder's hidden states [F, D] of ``audio`` (any rate and channels) and their step in seconds."""
+    from .encoders import encode_speech
+
+    return encode_speech(encoder, _mono_16k(audio, name))
+
+
 def iter_audio_features(
     audio,
     fps: float,
@@ -239,6 +246,7 @@ def iter_audio_features(
     num_frames: int | None = None,
     window_frames: int = 1500,
     name: str = "audio",
+    encoded: tuple[np.ndarray, float] | None = None,
 ) -> Iterator[AudioFeatures]:
     """:func:`compute_audio_features`, ``window_frames`` video frames at a time: consecutive windows
     [t, W, D] whose concatenation equals the whole-clip result exactly.
@@ -247,7 +255,8 @@ def iter_audio_features(
     a 16 kHz file is read one stretch at a time (plus the margin its first and last windows hear), so
     memory does not grow with the length of the speech. ``kind="encoder"`` computes the hidden states of
     the whole clip once (a transformer's states depend on all of it) and gathers each stretch's windows from
-    them, so only the states are held (W times smaller than all the windows).
+    them, so only the states are held (W times smaller than all the windows); ``encoded``, the result of
+    :func:`encode_audio` for this audio, saves computing them again (a second pass over the same speech).
     """
     if int(window_frames) < 1:
         raise LandmarkTalkError(f"window_frames {window_frames}: give at least 1 frame per window")
@@ -256,13 +265,10 @@ def iter_audio_features(
         whole = audio if isinstance(audio, Audio) else Audio(audio.read(0, audio.num_samples), int(audio.sample_rate))
         if kind != "encoder" or encoder is None:  # the same checks and messages as the whole-clip call
             compute_audio_features(whole, fps, window=window, kind=kind, encoder=encoder, num_frames=num_frames, name=name)
-        from .encoders import encode_speech
-
         _check_request(fps, window)
-        mono = _mono_16k(whole, name)
         num_frames = _frame_count(whole.duration_s, fps, num_frames, name)
+        sequence, step_s = encoded if encoded is not None else encode_audio(whole, encoder, name=name)
         del whole
-        sequence, step_s = encode_speech(encoder, mono)
         for start in range(0, num_frames, window_frames):
             index = _window_steps(start, min(window_frames, num_frames - start), step_s, float(fps), int(window))
             features = _gather(sequence, 0, len(sequence), index, None)
