@@ -7,9 +7,9 @@ A probe, not a model of the pack: for each clip, ridge regression (alpha chosen 
 speech representation per video frame to the first 4 principal shapes of the mouth (points 48–67, every frame
 laid onto the first by its skull-fixed points). It is fitted on the first 60 % of the clip and scored on the
 next 20 % (the inner split of ``scripts/a2l_motion_check.py``; the held-out tail is never read). The scored
-prediction is centred on the scored part's median mouth and scaled by 0.75 or 1, as the render shapes A2L's
-motion. Figures: mouth error relative to that median mouth held still (below 1 = better than no motion), and
-Pearson r of the first principal shape, predicted against true.
+prediction is centred on the scored part's mean mouth (as a linear model's intercept would put it) and scaled
+by 0.75 or 1. Figures: mouth error relative to the scored part's median mouth held still (below 1 = better
+than no motion), and Pearson r of the first principal shape, predicted against true.
 
 Speech representations (``--features``):
 
@@ -126,7 +126,7 @@ def probe_clip(clip: Path, features: list[str], kws_models: Path | None, cache_d
     cut = train.stop - int(round(len(train) * 0.25))
     fit, scored = np.arange(0, cut), np.arange(cut, train.stop)
     mouths = align_to_reference(canonical, canonical[0])[:, 48:68].reshape(n, -1)
-    median = np.median(mouths[scored], axis=0)
+    median, mean = np.median(mouths[scored], axis=0), mouths[scored].mean(axis=0)
 
     def error(predicted):
         return float(np.linalg.norm((mouths[scored] - predicted).reshape(len(scored), 20, 2), axis=-1).mean())
@@ -143,7 +143,7 @@ def probe_clip(clip: Path, features: list[str], kws_models: Path | None, cache_d
         motion = shapes.inverse_transform(coefficients)
         motion -= motion.mean(axis=0)
         for scale in _SCALES:
-            row[f"{name} ×{scale:g}"] = error(median + scale * motion) / still
+            row[f"{name} ×{scale:g}"] = error(mean + scale * motion) / still
         row[f"{name} r"] = float(np.corrcoef(coefficients[:, 0], shapes.transform(mouths[scored])[:, 0])[0, 1])
     return row
 
