@@ -60,6 +60,7 @@ class FitRecord:
     path: str = "l2v"
     cache_dir: str | None = None  # where the clip was prepared; the hold-out render reads the same cache
     speech_encoder: str | None = None  # the wav2vec2/HuBERT folder A2L reads (None: log-mel); renders load it
+    a2l_init: str | None = None  # the A2L checkpoint the person's A2L was fine-tuned from (None: from scratch)
     files: dict[str, str] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -81,6 +82,7 @@ def fit_person(
     cache_dir: str | os.PathLike | None = None,
     seed: int = 0,
     speech_encoder: str | os.PathLike | None = None,
+    a2l_init: str | os.PathLike | None = None,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> dict:
     """Train one rendering path's models on ``clip``; returns the fit record.
@@ -90,7 +92,8 @@ def fit_person(
 
     ``steps`` overrides every model's step count (for quick plumbing runs). ``speech_encoder``: a local
     wav2vec2/HuBERT folder (``save_pretrained``) whose hidden states A2L reads instead of log-mel; the record
-    keeps its path, so renders find it. ``progress(model, step, total)``.
+    keeps its path, so renders find it. ``a2l_init``: an A2L checkpoint (trained on more speech, e.g. many clips
+    with ``train a2l``) that the person's A2L is fine-tuned from, keeping its settings. ``progress(model, step, total)``.
     """
     from .train.cli import train_from_argv
 
@@ -107,7 +110,8 @@ def fit_person(
     record = FitRecord(clip=str(Path(clip).resolve()), preset=preset, path=path, holdout=holdout,
                        codec=str(Path(codec).resolve()) if codec else MODEL_FILES["codec"],
                        cache_dir=str(Path(cache_dir).resolve()) if cache_dir else None,
-                       speech_encoder=str(Path(speech_encoder).resolve()) if speech_encoder else None)
+                       speech_encoder=str(Path(speech_encoder).resolve()) if speech_encoder else None,
+                       a2l_init=str(Path(a2l_init).resolve()) if a2l_init else None)
     common = ["--data", str(cache.root), "--holdout", str(holdout), "--seed", str(seed)]
 
     def options(model_preset: tuple[str, int, int]) -> list[str]:
@@ -122,7 +126,8 @@ def fit_person(
         if codec is None:
             jobs.append(("face_autoencoder", MODEL_FILES["codec"], options(plan.face_autoencoder)))
         jobs.append(("a2l", MODEL_FILES["a2l"], options(plan.a2l) + (
-            ["--speech-encoder", record.speech_encoder] if speech_encoder else [])))
+            ["--speech-encoder", record.speech_encoder] if speech_encoder else []) + (
+            ["--init", record.a2l_init] if a2l_init else [])))
         jobs.append(("l2v", MODEL_FILES["l2v"], options(plan.l2v) + ["--codec", str(codec_path),
                                                                        "--image-size", str(plan.crop_size)]))
     for kind, filename, extra in jobs:

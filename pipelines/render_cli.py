@@ -34,14 +34,15 @@ def _bar(desc: str, unit: str):
 def _run_fit(args: argparse.Namespace) -> int:
     from .fit import fit_person
 
-    if args.speech_encoder and args.path != "l2v":
-        raise LandmarkTalkError(f"--speech-encoder: only A2L reads a speech encoder; drop it with --path {args.path}")
+    for option, value in (("--speech-encoder", args.speech_encoder), ("--a2l-init", args.a2l_init)):
+        if value and args.path != "l2v":
+            raise LandmarkTalkError(f"{option}: only the l2v path has an A2L; drop it with --path {args.path}")
     if args.path == "dae":
         return _run_fit_dae(args)
     record = fit_person(
         args.clip, args.out, preset=args.preset, path=args.path, holdout=args.holdout, codec=args.codec,
         steps=args.steps, cache_dir=args.cache_dir, seed=args.seed, speech_encoder=args.speech_encoder,
-        progress=_bar("fit", "step"),
+        a2l_init=args.a2l_init, progress=_bar("fit", "step"),
     )
     logger.info("models in %s: %s", args.out, ", ".join(record["files"].values()))
     if args.holdout > 0 and args.path == "l2v":
@@ -87,6 +88,9 @@ def add_fit_command(subparsers) -> None:
     parser.add_argument("--speech-encoder", default=None,
                         help="A2L reads this local wav2vec2/HuBERT folder's hidden states (save_pretrained; needs "
                              "`transformers`) instead of log-mel; renders find it through the fit's record")
+    parser.add_argument("--a2l-init", default=None,
+                        help="fine-tune the person's A2L from this checkpoint (e.g. `train a2l` on many clips) "
+                             "instead of training it from scratch; its settings are kept")
     parser.add_argument("--render-steps", type=int, default=20, help="sampler steps for the hold-out render")
     parser.add_argument("--holdout-seeds", type=int, default=1,
                         help="hold-out: render with this many noise seeds and report each figure's mean and "

@@ -428,3 +428,28 @@ def test_train_cli_sets_the_shape_basis_and_mean_start(tmp_path):
     assert model.config.mouth_start == "mean_shape" and model.config.mouth_components == 3
     assert float(model.shape_basis.abs().sum()) > 0  # fitted from the training mouths, not left at zero
     assert model.checkpoint_metadata["landmarktalk.inner_holdout"] == "0.25"
+
+
+def test_train_cli_fine_tunes_from_an_init_checkpoint_keeping_its_settings(tmp_path):
+    """`train a2l --init` starts from the checkpoint's weights (at learning rate 0 they come out unchanged),
+    keeps its settings over --preset, keeps a PCA model's basis, and records where it started."""
+    from pipelines.cli import main
+
+    _write_cache(tmp_path / "many" / "clip0", seconds=4.0, seed=0)
+    _write_cache(tmp_path / "person" / "clip1", seconds=4.0, seed=1)
+    common = ["--speaker", "logmel", "--batch-size", "2", "--val-every", "2", "--ema-decay", "0"]
+    pretrained = tmp_path / "pretrained.safetensors"
+    assert main(["train", "a2l", "--data", str(tmp_path / "many"), "--out", str(pretrained), "--preset", "tiny",
+                 "--steps", "3", "--mouth-components", "3", *common]) == 0
+    frozen, tuned = tmp_path / "frozen.safetensors", tmp_path / "tuned.safetensors"
+    init = ["train", "a2l", "--data", str(tmp_path / "person"), "--init", str(pretrained), "--preset", "paper",
+            "--steps", "2", *common]
+    assert main(init + ["--out", str(frozen), "--lr", "0"]) == 0
+    assert main(init + ["--out", str(tuned)]) == 0
+    start, same, moved = (load_checkpoint(p, "a2l") for p in (pretrained, frozen, tuned))
+    assert same.config == start.config and same.config.content_dim == 16  # tiny, not --preset paper
+    for key, value in start.state_dict().items():
+        torch.testing.assert_close(same.state_dict()[key], value)
+    torch.testing.assert_close(moved.shape_basis, start.shape_basis)  # not refitted to the person's mouths
+    assert any(not torch.equal(moved.state_dict()[k], v) for k, v in start.state_dict().items())
+    assert moved.checkpoint_metadata["landmarktalk.init"] == str(pretrained)

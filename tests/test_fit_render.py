@@ -121,6 +121,27 @@ def test_fit_and_render_with_a_speech_encoder(fitted, tmp_path, caplog):
     assert "only A2L reads a speech encoder" in caplog.text and not (tmp_path / "d.mp4").exists()
 
 
+def test_fit_fine_tunes_a2l_from_a_given_checkpoint(fitted, tmp_path, caplog):
+    """`fit --a2l-init` fine-tunes the person's A2L from a checkpoint (here the first fit's), keeping its settings."""
+    from pipelines.checkpoint import load_checkpoint
+
+    clip, models, root = fitted
+    out_models = tmp_path / "models"
+    out_models.mkdir()
+    for name in ("face_autoencoder.safetensors", "l2v.safetensors"):  # kept: only A2L is trained here
+        shutil.copy(models / name, out_models / name)
+    fit = ["fit", str(clip), "--out", str(out_models), "--steps", "2", "--cache-dir", str(root / "cache"),
+           "--a2l-init", str(models / "a2l.safetensors")]
+    assert cli_main(fit) == 0
+    record = json.loads((out_models / "fit.json").read_text())
+    assert record["a2l_init"] == str((models / "a2l.safetensors").resolve()) and "a2l" in record["seconds"]
+    tuned = load_checkpoint(out_models / "a2l.safetensors", "a2l")
+    assert tuned.config == load_checkpoint(models / "a2l.safetensors", "a2l").config
+    assert tuned.checkpoint_metadata["landmarktalk.init"] == record["a2l_init"]
+    assert cli_main(fit[:-2] + ["--path", "dae", "--a2l-init", str(models / "a2l.safetensors")]) == 2
+    assert "--a2l-init: only the l2v path has an A2L" in caplog.text
+
+
 def test_photo_follows_the_head_motion_of_a_pose_video(fitted, tmp_path, caplog, monkeypatch):
     import cv2
 

@@ -312,6 +312,9 @@ def add_task_arguments(parser: argparse.ArgumentParser) -> None:
                              "features (needs `transformers`; renders must then give the same folder)")
     parser.add_argument("--feature-window", type=int, default=None,
                         help=f"feature steps per frame window (default 20 log-mel steps, {ENCODER_FEATURE_WINDOW} encoder steps: 200 ms)")
+    parser.add_argument("--init", default=None,
+                        help="start from this A2L checkpoint (e.g. one trained on many clips) and fine-tune it; its "
+                             "settings replace --preset and the model options")
     parser.add_argument("--inner-holdout", type=float, default=0.0,
                         help="validate on this tail fraction of the training part instead of the held-out tail (choosing settings)")
 
@@ -330,8 +333,16 @@ def build_training(args: argparse.Namespace) -> tuple[A2L, A2LTask, dict[str, st
         if args.feature_window < 4:
             raise LandmarkTalkError(f"--feature-window {args.feature_window}: give at least 4 steps")
         features["feature_window"] = args.feature_window
-    config = A2LConfig.preset(args.preset, speaker_method=resolve_speaker_method(args.speaker), mouth_start=args.mouth_start,
-                              mouth_components=args.mouth_components, **features)
+    init = None
+    if args.init:
+        from ..checkpoint import load_checkpoint
+
+        init = load_checkpoint(args.init, "a2l")
+        config = init.config  # its features must be the ones computed below: checked when the clips are read
+        logger.info("a2l: fine-tuning %s (its preset and model options are kept)", args.init)
+    else:
+        config = A2LConfig.preset(args.preset, speaker_method=resolve_speaker_method(args.speaker),
+                                  mouth_start=args.mouth_start, mouth_components=args.mouth_components, **features)
     task = A2LTask(
         caches, config, holdout=args.holdout, window_seconds=tuple(args.window_seconds), mouth_weight=args.mouth_weight,
         jaw_weight=args.jaw_weight, velocity_weight=args.velocity_weight, opening_weight=args.opening_weight,
@@ -342,6 +353,9 @@ def build_training(args: argparse.Namespace) -> tuple[A2L, A2LTask, dict[str, st
                 "inner_holdout": str(args.inner_holdout)}
     if encoder is not None:
         metadata["speech_encoder"] = str(args.speech_encoder)
+    if init is not None:
+        metadata["init"] = str(args.init)
+        return init.train(), task, metadata  # a PCA model keeps the basis its heads were trained on
     model = A2L(config)
     if config.mouth_components:
         model.set_shape_basis(task.shape_basis(model))
