@@ -596,6 +596,10 @@ class AudioFile:
     def duration_s(self) -> float:
         return self.num_samples / float(self.sample_rate)
 
+    def load(self) -> Audio:
+        """The whole file in memory, for the steps that need all of the speech at once."""
+        return Audio(samples=self.read(0, self.num_samples), sample_rate=int(self.sample_rate))
+
     def read(self, start: int, stop: int) -> np.ndarray:
         """float32 [channels, stop - start] samples ``start..stop-1`` (clipped to the file)."""
         start = min(max(int(start), 0), self.num_samples)

@@ -181,7 +181,7 @@ def _load_a2l_speech_encoder(config, folder: Path, path: str | os.PathLike | Non
             raise LandmarkTalkError(
                 f"--models {folder}: {MODEL_FILES['a2l']} reads the hidden states of the speech encoder {name!r}"
                 + (f", recorded at {recorded}, which is gone" if recorded else "")
-                + f"; give that save_pretrained folder with --speech-encoder")
+                + "; give that save_pretrained folder with --speech-encoder")
         path = recorded
     encoder = load_speech_encoder(path, device=device) if path is not None else None
     feature_options(config, encoder)  # the right encoder for this model, or a message saying which
@@ -217,16 +217,13 @@ def _stream_clip_landmarks(
     num_frames = frame_count_for(audio.duration_s, fps)
     speaker = models.speaker
     if speaker is None:  # the voice embedding needs the whole speech once (3.8 MB a minute at 16 kHz)
-        whole = audio if isinstance(audio, Audio) else Audio(audio.read(0, audio.num_samples), audio.sample_rate)
-        speaker = compute_speaker_embedding(whole, method=config.speaker_method)
-        del whole
+        speaker = compute_speaker_embedding(audio if isinstance(audio, Audio) else audio.load(),
+                                            method=config.speaker_method)
 
     options = feature_options(config, models.speech_encoder)
     centred = center_motion and len(reference) > 1
     if centred and options["kind"] == "encoder":  # two passes over the speech: run the encoder once
-        whole = audio if isinstance(audio, Audio) else Audio(audio.read(0, audio.num_samples), audio.sample_rate)
-        options["encoded"] = encode_audio(whole, models.speech_encoder)
-        del whole
+        options["encoded"] = encode_audio(audio, models.speech_encoder)
 
     def features():
         return iter_audio_features(audio, fps, num_frames=num_frames, window_frames=window_frames, **options)

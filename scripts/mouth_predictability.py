@@ -33,7 +33,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipelines.audio.features import compute_audio_features  # noqa: E402
+from pipelines.audio.features import _mono_16k, compute_audio_features  # noqa: E402
 from pipelines.cache import load_clip_caches  # noqa: E402
 from pipelines.errors import LandmarkTalkError  # noqa: E402
 from pipelines.models.a2l import align_to_reference, to_canonical  # noqa: E402
@@ -52,14 +52,6 @@ def _with_context(x: np.ndarray, k: int) -> np.ndarray:
     return np.concatenate([padded[i:i + len(x)] for i in range(2 * k + 1)], axis=1)
 
 
-def _mono_16k(cache) -> np.ndarray:
-    import librosa
-
-    audio = cache.audio()
-    mono = np.asarray(audio.samples, np.float32).mean(axis=0)
-    return mono if audio.sample_rate == 16000 else librosa.resample(mono, orig_sr=audio.sample_rate, target_sr=16000)
-
-
 def logmel_features(cache) -> np.ndarray:
     windows = compute_audio_features(cache.audio(), cache.fps, window=20, num_frames=cache.num_frames).features
     return windows[:, ::2].reshape(cache.num_frames, -1)
@@ -73,7 +65,7 @@ def phone_features(cache) -> np.ndarray:
     model = Path(get_model_path()) / "en-us"
     decoder = Decoder(hmm=str(model / "en-us"), dict=str(model / "cmudict-en-us.dict"), lm=str(model / "en-us.lm.bin"),
                       loglevel="FATAL")
-    pcm = (np.clip(_mono_16k(cache), -1, 1) * 32767).astype(np.int16).tobytes()
+    pcm = (np.clip(_mono_16k(cache.audio(), cache.source), -1, 1) * 32767).astype(np.int16).tobytes()
     decoder.start_utt()
     decoder.process_raw(pcm, full_utt=True)
     decoder.end_utt()
@@ -104,7 +96,7 @@ def kws_features(cache, models: Path) -> np.ndarray:
                                     "(openWakeWord 0.5 ships it in openwakeword/resources/models/)")
         sessions.append(onnxruntime.InferenceSession(str(models / name), providers=["CPUExecutionProvider"]))
     mel_model, embedding_model = sessions
-    pcm = (np.clip(_mono_16k(cache), -1, 1) * 32767).astype(np.float32)
+    pcm = (np.clip(_mono_16k(cache.audio(), cache.source), -1, 1) * 32767).astype(np.float32)
     # openWakeWord's scaling of the ONNX mel spectrogram to the original TensorFlow model's range
     spectrum = np.squeeze(mel_model.run(None, {"input": pcm[None]})[0]) / 10 + 2  # [M, 32], 10 ms steps
     n = cache.num_frames

@@ -100,7 +100,7 @@ def _mono_reader(audio, name: str) -> tuple[Callable[[int, int], np.ndarray], in
     if isinstance(audio, Audio) or int(audio.sample_rate) != FEATURE_RATE:
         if not isinstance(audio, Audio):
             logger.debug("%s: %d Hz file read whole to resample it to %d Hz", name, audio.sample_rate, FEATURE_RATE)
-            audio = Audio(samples=audio.read(0, audio.num_samples), sample_rate=int(audio.sample_rate))
+            audio = audio.load()
         mono = _mono_16k(audio, name)
         return (lambda start, stop: mono[start:stop]), len(mono)
     _check_rate(FEATURE_RATE, int(audio.num_samples), int(audio.channels), name)
@@ -193,6 +193,13 @@ def _frame_count(duration_s: float, fps: float, num_frames: int | None, name: st
     return int(num_frames)
 
 
+def _check_kind(kind: str, encoder) -> None:
+    if kind not in ("logmel80", "encoder"):
+        raise LandmarkTalkError(f"kind {kind!r}: unknown feature kind; use 'logmel80' or 'encoder'")
+    if kind == "encoder" and encoder is None:
+        raise LandmarkTalkError("kind='encoder' needs encoder=load_speech_encoder(path)")
+
+
 def compute_audio_features(
     audio: Audio,
     fps: float,
@@ -212,28 +219,26 @@ def compute_audio_features(
     the input.
     """
     _check_request(fps, window)
+    _check_kind(kind, encoder)
     mono = _mono_16k(audio, name)
     num_frames = _frame_count(audio.duration_s, fps, num_frames, name)
     if kind == "logmel80":
         sequence, step_s, pad, label = _logmel(mono), _HOP / FEATURE_RATE, SILENCE_LOGMEL, "logmel80"
-    elif kind == "encoder":
-        if encoder is None:
-            raise LandmarkTalkError("kind='encoder' needs encoder=load_speech_encoder(path)")
+    else:
         from .encoders import encode_speech
 
         sequence, step_s = encode_speech(encoder, mono)
         pad, label = None, f"encoder:{encoder.name}"
-    else:
-        raise LandmarkTalkError(f"kind {kind!r}: unknown feature kind; use 'logmel80' or 'encoder'")
     features = _frame_windows(sequence, step_s, float(fps), num_frames, int(window), pad)
     return AudioFeatures(features=np.ascontiguousarray(features, dtype=np.float32), fps=float(fps), kind=label)
 
 
-def encode_audio(audio: Audio, encoder, *, name: str = "audio") -> tuple[np.ndarray, float]:
-    """A speech encoder's hidden states [F, D] of ``audio`` (any rate and channels) and their step in seconds."""
+def encode_audio(audio, encoder, *, name: str = "audio") -> tuple[np.ndarray, float]:
+    """A speech encoder's hidden states [F, D] of ``audio`` (an Audio or a decoded file, any rate and channels)
+    and their step in seconds."""
     from .encoders import encode_speech
 
-    return encode_speech(encoder, _mono_16k(audio, name))
+    return encode_speech(encoder, _mono_16k(audio if isinstance(audio, Audio) else audio.load(), name))
 
 
 def iter_audio_features(
@@ -261,21 +266,17 @@ def iter_audio_features(
     if int(window_frames) < 1:
         raise LandmarkTalkError(f"window_frames {window_frames}: give at least 1 frame per window")
     window_frames = int(window_frames)
-    if kind != "logmel80":
-        whole = audio if isinstance(audio, Audio) else Audio(audio.read(0, audio.num_samples), int(audio.sample_rate))
-        if kind != "encoder" or encoder is None:  # the same checks and messages as the whole-clip call
-            compute_audio_features(whole, fps, window=window, kind=kind, encoder=encoder, num_frames=num_frames, name=name)
-        _check_request(fps, window)
-        num_frames = _frame_count(whole.duration_s, fps, num_frames, name)
-        sequence, step_s = encoded if encoded is not None else encode_audio(whole, encoder, name=name)
-        del whole
+    _check_request(fps, window)
+    _check_kind(kind, encoder)
+    if kind == "encoder":
+        num_frames = _frame_count(audio.duration_s, fps, num_frames, name)
+        sequence, step_s = encoded if encoded is not None else encode_audio(audio, encoder, name=name)
         for start in range(0, num_frames, window_frames):
             index = _window_steps(start, min(window_frames, num_frames - start), step_s, float(fps), int(window))
             features = _gather(sequence, 0, len(sequence), index, None)
             yield AudioFeatures(features=np.ascontiguousarray(features, dtype=np.float32), fps=float(fps),
                                 kind=f"encoder:{encoder.name}")
         return
-    _check_request(fps, window)
     read, num_samples = _mono_reader(audio, name)
     num_frames = _frame_count(audio.duration_s, fps, num_frames, name)
     step_s, window = _HOP / FEATURE_RATE, int(window)
